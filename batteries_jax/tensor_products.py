@@ -1,0 +1,102 @@
+"""Public tensor products in the seed's layout ([..., 16] blocks l = 0..3)."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from batteries_jax import _checks, _paths
+from batteries_jax.primitives.spherical_harmonics import sh_p
+from batteries_jax.primitives.uvu import sanitize_index, sorted_segments, uvu
+
+
+def get_tp_num_paths() -> int:
+    """Number of seed paths (l1, l2, l_out), l <= 3: 34."""
+    return len(_paths.SEED_PATHS)
+
+
+def get_tp_path_info() -> np.ndarray:
+    """int32 [34, 3]: (l1, l2, l_out) of each seed path, lexicographic order."""
+    return _paths.seed_path_info()
+
+
+def _rows(x, width):
+    lead = x.shape[: x.ndim - 1]
+    return x.reshape((-1, width)), lead
+
+
+def tensor_product_simple(x, y):
+    """out[..., k] = sum_p sum_ij C_p[i, j, k] x[..., i] y[..., j] over the 34 seed paths.
+
+    ``x``, ``y``: ``[..., 16]`` (leading shapes broadcast); paths with the same l_out add up,
+    parity is ignored; C_p = e3nn_jax.clebsch_gordan(l1, l2, l_out) * sqrt(2 l_out + 1).
+    """
+    x, y = _checks.promote(("x", x), ("y", y))
+    _checks.last_axis("x", x, 16)
+    _checks.last_axis("y", y, 16)
+    lead = jnp.broadcast_shapes(x.shape[:-1], y.shape[:-1])
+    x = jnp.broadcast_to(x, lead + (16,)).reshape(-1, 16)
+    y = jnp.broadcast_to(y, lead + (16,)).reshape(-1, 16)
+    n = x.shape[0]
+    out = uvu("o", _paths.simple_paths(), n, n, n, x=x, y=y)
+    return out.reshape(lead + (16,))
+
+
+@functools.lru_cache(maxsize=None)
+def _fc_plan(c_in: int):
+    return _paths.fc_expand_paths(c_in)
+
+
+def tensor_product(x, y, weights, *, precision=jax.lax.Precision.HIGHEST):
+    """Fully connected product with shared weights (the seed's ``uvw``).
+
+    ``x [..., C_in, 16]``, ``y [..., 16]``, ``weights [34, C_in, C_out]`` ->
+    ``[..., C_out, 16]``: out[w, k] = sum_p sum_u sum_ij C_p[i,j,k] x[u,i] y[j] W[p,u,w].
+
+    Runs as a Clebsch-Gordan expansion (kernel) followed by one matrix product per l_out.
+    ``precision`` is that product's; the default keeps float32 accuracy (no TF32).
+    """
+    x, y, weights = _checks.promote(("x", x), ("y", y), ("weights", weights))
+    _checks.last_axis("x", x, 16)
+    _checks.last_axis("y", y, 16)
+    if x.ndim < 2:
+        raise ValueError(f"x must be [..., C_in, 16], got shape {x.shape}")
+    c_in = x.shape[-2]
+    if weights.ndim != 3 or weights.shape[0] != 34 or weights.shape[1] != c_in:
+        raise ValueError(f"weights must be [34, C_in={c_in}, C_out], got shape {weights.shape}")
+    c_out = weights.shape[2]
+    lead = jnp.broadcast_shapes(x.shape[:-2], y.shape[:-1])
+    xf = jnp.broadcast_to(x, lead + (c_in, 16)).reshape(-1, c_in * 16)
+    yf = jnp.broadcast_to(y, lead + (16,)).reshape(-1, 16)
+    n = xf.shape[0]
+    paths, blocks = _fc_plan(c_in)
+    t = uvu("o", paths, n, n, n, x=xf, y=yf)
+    outs = []
+    for l, group in _paths.fc_expand_layout().items():
+        off, count = blocks[l]
+        d = 2 * l + 1
+        tl = t[:, off: off + count * c_in * d].reshape(n, count * c_in, d)
+        wl = weights[np.asarray(group)].reshape(count * c_in, c_out)
+        outs.append(jnp.einsum("nqk,qw->nwk", tl, wl, precision=precision))
+    return jnp.concatenate(outs, axis=-1).reshape(lead + (c_out, 16))
+
+
+def fused_sh_tp_simple(edge_vectors, node_features, source_idx):
+    """``tensor_product_simple(node_features[source_idx], spherical_harmonics(edge_vectors))``.
+
+    ``edge_vectors [E, 3]``, ``node_features [N, 16]``, ``source_idx [E]`` (any integer dtype)
+    -> ``[E, 16]``. A row whose source index is outside [0, N) is zero (the edge does not
+    exist), and contributes nothing to any gradient.
+    """
+    v, f = _checks.promote(("edge_vectors", edge_vectors), ("node_features", node_features))
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise ValueError(f"edge_vectors must be [E, 3], got shape {v.shape}")
+    if f.ndim != 2 or f.shape[1] != 16:
+        raise ValueError(f"node_features must be [N, 16], got shape {f.shape}")
+    e, n = v.shape[0], f.shape[0]
+    src = sanitize_index(_checks.index_array("source_idx", source_idx, e), n)
+    x_perm, x_seg = sorted_segments(src, n)  # for the gradient w.r.t. node_features
+    y = sh_p.bind(v, L=3, normalize=True)
+    return uvu("o", _paths.simple_paths(), n, e, e, x=f, x_idx=src, x_perm=x_perm, x_seg=x_seg, y=y)

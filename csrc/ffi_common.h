@@ -1,0 +1,34 @@
+// Helpers shared by every XLA FFI handler: shapes, dtype dispatch, errors.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace bj {
+namespace ffi = xla::ffi;
+
+// Number of rows of a buffer whose trailing axis has `width` elements (all leading dims).
+inline int64_t rows_of(const ffi::AnyBuffer& b, int64_t width) {
+  return width == 0 ? 0 : static_cast<int64_t>(b.element_count()) / width;
+}
+
+inline int64_t last_dim(const ffi::AnyBuffer& b) {
+  auto d = b.dimensions();
+  return d.size() == 0 ? 1 : d[d.size() - 1];
+}
+
+inline ffi::Error bad_dtype(const char* who) {
+  return ffi::Error::InvalidArgument(std::string(who) + ": only float32 and float64 are supported");
+}
+
+// Calls f(T{}) with T = float or double according to the buffer's dtype.
+template <class F> ffi::Error dispatch_float(ffi::DataType dt, const char* who, F&& f) {
+  switch (dt) {
+    case ffi::DataType::F32: return f(float{});
+    case ffi::DataType::F64: return f(double{});
+    default: return bad_dtype(who);
+  }
+}
+
+}  // namespace bj

@@ -1,0 +1,107 @@
+// The channel-wise ("uvu") trilinear contraction, one (edge, path, channel) term at a time,
+// shared by the CPU and CUDA handlers. See batteries_jax/_paths.py for the path list layout.
+//
+// The scalar form Phi(x, y, w, o) = sum s w_u C_ijk x_ui y_j o_uk is symmetric in its roles: the
+// output of role R is dPhi/dR. Role O is the forward product; X, Y, W are its transposes.
+#pragma once
+#include <cstdint>
+
+#include "kernels/hd.h"
+#include "tables/cg_tables.h"
+
+namespace bj {
+
+enum Role : int { kRoleO = 0, kRoleX = 1, kRoleY = 2, kRoleW = 3 };
+
+constexpr int kDescCols = 12;
+struct PathDesc {
+  int l1, l2, l3, mul, x_off, x_su, y_off, o_off, o_su, w_off, w_su, triple;
+};
+
+BJ_HD PathDesc load_desc(const int32_t* row) {
+  return PathDesc{row[0], row[1], row[2], row[3], row[4],  row[5],
+                  row[6], row[7], row[8], row[9], row[10], row[11]};
+}
+
+// Contributions of one (edge, path, channel): xu, ou point at the channel's segment of x and o,
+// y at the path's segment of y; sw = scale * weight. Each adds into its role's local vector.
+template <int L1, int L2, int L3, class T> struct UvuTerm {
+  static constexpr int D1 = 2 * L1 + 1, D2 = 2 * L2 + 1, D3 = 2 * L3 + 1;
+
+  // role O: c[k] += sw sum_ij C x_i y_j
+  BJ_HD static void out(T sw, const T* xu, const T* y, T* c) {
+    T xl[D1], yl[D2];
+    for (int i = 0; i < D1; ++i) xl[i] = xu[i];
+    for (int j = 0; j < D2; ++j) yl[j] = y[j];
+    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { c[k] += sw * (T(v) * xl[i] * yl[j]); });
+  }
+  // role X: c[i] += sw sum_jk C y_j o_k
+  BJ_HD static void x(T sw, const T* y, const T* ou, T* c) {
+    T yl[D2], ol[D3];
+    for (int j = 0; j < D2; ++j) yl[j] = y[j];
+    for (int k = 0; k < D3; ++k) ol[k] = ou[k];
+    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { c[i] += sw * (T(v) * yl[j] * ol[k]); });
+  }
+  // role Y: c[j] += sw sum_ik C x_i o_k
+  BJ_HD static void y(T sw, const T* xu, const T* ou, T* c) {
+    T xl[D1], ol[D3];
+    for (int i = 0; i < D1; ++i) xl[i] = xu[i];
+    for (int k = 0; k < D3; ++k) ol[k] = ou[k];
+    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { c[j] += sw * (T(v) * xl[i] * ol[k]); });
+  }
+  // role W: returns s sum_ijk C x_i y_j o_k
+  BJ_HD static T w(T s, const T* xu, const T* y, const T* ou) {
+    T xl[D1], yl[D2], ol[D3];
+    for (int i = 0; i < D1; ++i) xl[i] = xu[i];
+    for (int j = 0; j < D2; ++j) yl[j] = y[j];
+    for (int k = 0; k < D3; ++k) ol[k] = ou[k];
+    T acc = T(0);
+    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { acc += T(v) * xl[i] * yl[j] * ol[k]; });
+    return s * acc;
+  }
+};
+
+// Calls f.template run<L1, L2, L3>() for the triple with table id `t`.
+template <class F> BJ_HD bool dispatch_triple(int t, F&& f) {
+  switch (t) {
+#define BJ_TRIPLE_CASE(id, a, b, c) \
+  case id:                          \
+    f.template run<a, b, c>();      \
+    return true;
+    BJ_FOR_EACH_TRIPLE(BJ_TRIPLE_CASE)
+#undef BJ_TRIPLE_CASE
+    default:
+      return false;
+  }
+}
+
+// Operand pointers and sizes of one uvu call. Rows: x has nx, o has no, y and w have ne (edges).
+// x_idx / o_idx (optional) map an edge to its x / o row; an index outside [0, nx) / [0, no)
+// means the edge does not exist. seg/perm (optional): edges sorted by the output operand's
+// index, so that one worker owns one output row (deterministic scatter without atomics).
+template <class T> struct UvuArgs {
+  const T* x;
+  const T* y;
+  const T* w;
+  const T* o;
+  T* out;   // the output operand (role's operand)
+  const int32_t* desc;
+  const double* scale;
+  const int32_t* x_idx;
+  const int32_t* o_idx;
+  const int32_t* perm;
+  const int32_t* seg;
+  int64_t nx, ne, no;
+  int64_t x_w, y_w, w_w, o_w;
+  int n_paths;
+  bool has_w;
+};
+
+// Rows of the operands touched by edge e, or false if the edge does not exist.
+template <class T> BJ_HD bool edge_rows(const UvuArgs<T>& a, int64_t e, int64_t* xr, int64_t* orow) {
+  *xr = a.x_idx ? int64_t(a.x_idx[e]) : e;
+  *orow = a.o_idx ? int64_t(a.o_idx[e]) : e;
+  return *xr >= 0 && *xr < a.nx && *orow >= 0 && *orow < a.no;
+}
+
+}  // namespace bj
