@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax.extend.core import Primitive
-from jax.interpreters import batching, mlir
+from jax.interpreters import mlir
 
 from batteries_jax import _ffi
 
@@ -30,10 +30,10 @@ def register_ffi_lowering(prim: Primitive, build_call) -> None:
 
 def move_to_front(x, bdim, size):
     """Operand with its vmapped axis at 0 (broadcast when it has none)."""
-    if bdim is batching.not_mapped:
+    if bdim is None:  # batching.not_mapped
         return jnp.broadcast_to(x, (size,) + jnp.shape(x))
     return jnp.moveaxis(x, bdim, 0)
 
 
 def batch_size(args, dims):
-    return next(jnp.shape(a)[d] for a, d in zip(args, dims) if d is not batching.not_mapped)
+    return next(jnp.shape(a)[d] for a, d in zip(args, dims) if d is not None)

@@ -91,8 +91,8 @@ template <int L, class T> BJ_HD void sh_jvp_row(const T* v, const T* t, T* dYout
 enum class ShOp : int { kFwd = 0, kJvp = 1, kVjp = 2 };
 
 
-// Calls F::template run<L>() for the runtime L in 0..3; returns false for any other L.
-template <class F> BJ_HD bool dispatch_l(int L, F&& f) {
+// Calls F::template run<L>() for the runtime L in 0..3; returns false for any other L (host).
+template <class F> inline bool dispatch_l(int L, F&& f) {
   switch (L) {
     case 0: f.template run<0>(); return true;
     case 1: f.template run<1>(); return true;

@@ -1,0 +1,113 @@
+"""Timing and reporting shared by the benchmarks.
+
+Each case reports the median of host-timed calls (each followed by block_until_ready) and the
+pipelined time (``reps`` calls back to back, one block at the end, divided by ``reps``), after
+warm-up. Peers (e3nn-jax, cuequivariance-jax) are timed in the same process on the same data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+ON_GPU = jax.default_backend() == "gpu"
+RESULTS = []
+
+
+def parser(doc):
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--reps", type=int, default=30 if ON_GPU else 5)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--f64", action="store_true")
+    ap.add_argument("--cpu-size", action="store_true", default=not ON_GPU,
+                    help="tiny sizes (default without a GPU)")
+    ap.add_argument("--json", default=os.environ.get("BJ_BENCH_JSON", ""))
+    return ap
+
+
+def setup(args):
+    jax.config.update("jax_default_matmul_precision", "highest")
+    if args.f64:
+        jax.config.update("jax_enable_x64", True)
+    print(f"jax {jax.__version__} backend {jax.default_backend()} device {jax.devices()[0].device_kind!r} "
+          f"dtype {'float64' if args.f64 else 'float32'} date {time.strftime('%Y-%m-%d')}", flush=True)
+
+
+def peers():
+    """(e3nn_jax or None, (cuequivariance, cuequivariance_jax) or None)."""
+    try:
+        import e3nn_jax as e3nn
+    except Exception:  # noqa: BLE001
+        e3nn = None
+    try:
+        import cuequivariance as cue
+        import cuequivariance_jax as cuex
+        cu = (cue, cuex)
+    except Exception:  # noqa: BLE001
+        cu = None
+    return e3nn, cu
+
+
+def bench(case, lib, fn, *a, reps=30, warmup=3, floor_ms=None, bytes_moved=None):
+    try:
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*a))
+        compile_s = time.perf_counter() - t0
+        for _ in range(warmup):
+            jax.block_until_ready(fn(*a))
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*a))
+            ts.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        out = None
+        for _ in range(reps):
+            out = fn(*a)
+        jax.block_until_ready(out)
+        pipe = (time.perf_counter() - t) / reps
+        med = float(np.median(ts))
+        row = dict(case=case, lib=lib, median_ms=1e3 * med, pipelined_ms=1e3 * pipe, compile_s=compile_s)
+        extra = ""
+        if bytes_moved:
+            row["GBps"] = bytes_moved / pipe / 1e9
+            extra += f" {row['GBps']:.0f} GB/s"
+        if floor_ms:
+            row["floor_fraction"] = floor_ms / (1e3 * pipe)
+            extra += f" floor {floor_ms:.3f} ms ({100 * row['floor_fraction']:.0f}%)"
+        print(f"{case:<40} {lib:<6} median {1e3 * med:9.3f} ms  pipelined {1e3 * pipe:9.3f} ms{extra}", flush=True)
+    except Exception as e:  # noqa: BLE001
+        row = dict(case=case, lib=lib, error=f"{type(e).__name__}: {str(e)[:300]}")
+        print(f"{case:<40} {lib:<6} ERROR {row['error']}", flush=True)
+    RESULTS.append(row)
+    return row
+
+
+def relerr(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def check(name, a, b, tol):
+    r = relerr(a, b)
+    print(f"CHECK {name}: max rel err {r:.2e} {'OK' if r < tol else 'MISMATCH'}", flush=True)
+    return r < tol
+
+
+def peak_memory_mb():
+    try:
+        stats = jax.devices()[0].memory_stats()
+        return stats.get("peak_bytes_in_use", 0) / 2**20
+    except Exception:  # noqa: BLE001
+        return float("nan")
+
+
+def finish(args):
+    if args.json:
+        with open(args.json, "a") as f:
+            for r in RESULTS:
+                f.write(json.dumps(r) + "\n")

@@ -1,0 +1,147 @@
+"""MACE convolution (gather + SH + weighted uvu product + scatter-sum): batteries_jax vs peers.
+
+Cases: W2 (N=5k, E=150k, C=64, 34 paths), W2n (same, MACE filter 0e+1o+2e+3o, 23 paths), W2s
+(N=1k, E=20k, C=32); graphs 'random' (random indices) and 'real' (positions in a periodic box,
+radius cutoff, atoms in cell order, edges sorted by receiver). Modes: forward, forward+backward
+(grads w.r.t. node features, vectors, weights) and the force-training double backward
+grad_w |dE/dvectors|^2. batteries_jax gets a prebuilt Graph (as a model would reuse it).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import _harness as H
+
+ap = H.parser(__doc__)
+ap.add_argument("--cases", default="W2s,W2,W2n")
+ap.add_argument("--graphs", default="random,real")
+ap.add_argument("--libs", default="bj,cuex,e3nn")
+args = ap.parse_args()
+H.setup(args)
+import batteries_jax as bj  # noqa: E402
+import batteries_jax.e3nn as bje  # noqa: E402
+
+e3nn, cu = H.peers()
+dt = jnp.float64 if args.f64 else jnp.float32
+isz = 8 if args.f64 else 4
+BW = 3.0e12
+ALL = "0e+0o+1e+1o+2e+2o+3e+3o"
+NAT = "0e+1o+2e+3o"
+CASES = {"W2": (5000, 150_000, 64, ALL), "W2n": (5000, 150_000, 64, NAT), "W2s": (1000, 20_000, 32, ALL)}
+if args.cpu_size:
+    CASES = {"W2": (100, 1500, 8, ALL), "W2n": (100, 1500, 8, NAT), "W2s": (50, 400, 4, ALL)}
+
+
+def real_graph(N, nbrs, seed):
+    rng = np.random.default_rng(seed)
+    L = (N * 4.0 / 3.0 * np.pi / nbrs) ** (1.0 / 3.0)
+    pos = rng.uniform(0, L, (N, 3))
+    nc = max(1, int(L))
+    cell = np.floor(pos / (L / nc)).astype(int) % nc
+    pos = pos[np.lexsort((cell[:, 2], cell[:, 1], cell[:, 0]))]
+    snd, rcv, vec = [], [], []
+    for i in range(N):
+        d = pos - pos[i]
+        d -= L * np.round(d / L)
+        nb = np.nonzero((np.einsum("ij,ij->i", d, d) < 1.0) & (np.arange(N) != i))[0]
+        snd.append(nb); rcv.append(np.full(nb.shape, i)); vec.append(d[nb])
+    return np.concatenate(snd), np.concatenate(rcv), np.concatenate(vec)
+
+
+def modes(conv):
+    def fwd(x, v, w, cot):
+        return conv(x, v, w)
+
+    def bwd(x, v, w, cot):
+        return jax.grad(lambda x, v, w: jnp.sum(conv(x, v, w) * cot), argnums=(0, 1, 2))(x, v, w)
+
+    def dbl(x, v, w, cot):
+        def loss(w):
+            forces = -jax.grad(lambda v: jnp.sum(conv(x, v, w) * cot))(v)
+            return jnp.sum(forces ** 2)
+        return jax.grad(loss)(w)
+    return {"fwd": jax.jit(fwd), "fwd+bwd": jax.jit(bwd), "dbl-bwd": jax.jit(dbl)}
+
+
+def run(tag, N, E, C, filt, graph_kind):
+    k = jax.random.split(jax.random.key(E + C), 6)
+    if graph_kind == "real":
+        s, r, v = real_graph(N, E / N, 0)
+        snd, rcv, vec = jnp.asarray(s, jnp.int32), jnp.asarray(r, jnp.int32), jnp.asarray(v, dt)
+        E = int(snd.shape[0])
+    else:
+        snd = jax.random.randint(k[0], (E,), 0, N, jnp.int32)
+        rcv = jax.random.randint(k[1], (E,), 0, N, jnp.int32)
+        vec = jax.random.normal(k[2], (E, 3), dt)
+    irx = f"{C}x0e+{C}x1o+{C}x2e+{C}x3o"
+    irreps_out = e3nn.tensor_product(e3nn.Irreps(irx), e3nn.Irreps(NAT), filter_ir_out=filt)
+    P = irreps_out.num_irreps // C
+    x = jax.random.normal(k[3], (N, 16 * C), dt)
+    w = jax.random.normal(k[4], (E, irreps_out.num_irreps), dt)
+    cot = jax.random.normal(k[5], (N, irreps_out.dim), dt)
+    floor = 1e3 * isz * (N * 16 * C + E * 3 + E * P * C + N * irreps_out.dim) / BW + 1e3 * 8 * E / BW
+    print(f"{tag} [{graph_kind}] N={N} E={E} C={C} paths={P} out={irreps_out} memory floor fwd {floor:.3f} ms", flush=True)
+    graph = bj.Graph.build(snd, rcv, N)
+    filt_list = [e3nn.Irrep(i) for i in filt.split("+")]
+
+    def conv_bj(x, v, w):
+        return bje.message_passing(e3nn.IrrepsArray(irx, x), v, w, None, None, N, filter_ir_out=filt, graph=graph).array
+
+    def conv_e3nn(x, v, w):
+        Y = e3nn.spherical_harmonics(NAT, v, True, normalization="component")
+        m = e3nn.tensor_product(e3nn.IrrepsArray(irx, x)[snd], Y, filter_ir_out=filt_list) * w
+        return e3nn.scatter_sum(m, dst=rcv, output_size=N).array
+
+    libs = {"bj": (conv_bj, lambda a: a, lambda a: a), "e3nn": (conv_e3nn, lambda a: a, lambda a: a)}
+    if cu is not None:
+        cue, cuex = cu
+        desc = cue.descriptors.channelwise_tensor_product(
+            cue.Irreps("O3", irx), cue.Irreps("O3", NAT), [cue.O3(int(i[0]), 1 if i[1] == "e" else -1) for i in filt.split("+")])
+        poly = desc.squeeze_modes().flatten_coefficient_modes().polynomial
+        method = "uniform_1d" if H.ON_GPU else "naive"
+        xb = [(C, 2 * l + 1) for l in range(4)]
+        ob = [(mul, ir.dim) for mul, ir in irreps_out]
+
+        def to_irmul(a, blocks):
+            out, i = [], 0
+            for m, d in blocks:
+                out.append(a[:, i:i + m * d].reshape(-1, m, d).swapaxes(1, 2).reshape(a.shape[0], -1))
+                i += m * d
+            return jnp.concatenate(out, -1)
+
+        def conv_cuex(x, v, w):
+            Y = cuex.spherical_harmonics([0, 1, 2, 3], cuex.RepArray(cue.Irreps("O3", "1x1o"), v, cue.ir_mul), normalize=True).array
+            [o] = cuex.segmented_polynomial(poly, [w, x, Y], [jax.ShapeDtypeStruct((N, poly.outputs[0].size), x.dtype)],
+                                            indices=[None, snd, None, rcv], method=method)
+            return o
+        libs["cuex"] = (conv_cuex, lambda a: to_irmul(a, xb), lambda a: to_irmul(a, ob))
+    if True:  # correctness of this run's data on a slice of the edges
+        small = slice(0, min(E, 3000))
+        try:
+            sg = bj.Graph.build(snd[small], rcv[small], N)
+            a = bje.message_passing(e3nn.IrrepsArray(irx, x), vec[small], w[small], None, None, N, filter_ir_out=filt, graph=sg).array
+            Y = e3nn.spherical_harmonics(NAT, vec[small], True, normalization="component")
+            b = e3nn.scatter_sum(e3nn.tensor_product(e3nn.IrrepsArray(irx, x)[snd[small]], Y, filter_ir_out=filt_list) * w[small],
+                                 dst=rcv[small], output_size=N).array
+            H.check(f"{tag} fwd bj vs e3nn (first {small.stop} edges)", a, b, 1e-4 if not args.f64 else 1e-11)
+        except Exception as e:  # noqa: BLE001
+            print("CHECK failed to run:", e)
+    for mode in ("fwd", "fwd+bwd", "dbl-bwd"):
+        for lib in args.libs.split(","):
+            if lib not in libs:
+                continue
+            if lib == "e3nn" and not args.cpu_size and (C >= 64 and mode != "fwd"):
+                continue  # 50-140 ms per call: timed in ../shared/anchors, skipped to fit the lease
+            conv, tx, tc = libs[lib]
+            f = modes(conv)[mode]
+            H.bench(f"{tag}[{graph_kind}] {mode}", lib, f, tx(x), vec, w, tc(cot), reps=args.reps if lib != "e3nn" else 5,
+                    warmup=args.warmup, floor_ms=floor if mode == "fwd" else None)
+    print(f"peak GPU memory so far {H.peak_memory_mb():.0f} MiB", flush=True)
+
+
+for tag in args.cases.split(","):
+    for g in args.graphs.split(","):
+        if g == "real" and tag == "W2n":
+            continue
+        run(tag, *CASES[tag], g)
+H.finish(args)

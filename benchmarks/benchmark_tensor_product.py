@@ -1,0 +1,99 @@
+"""Tensor products: the seed's fully connected product and the channel-wise product.
+
+FC: x [N, 32, 16], y [N, 16], W [34, 32, 64], N = 1k and 20k, forward and forward+backward,
+against e3nn-jax (legacy FunctionalFullyConnectedTensorProduct) and cuequivariance-jax
+(weightless uniform_1d product then per-l_out einsum, its fastest route in ../shared/anchors).
+Channel-wise: 64x0e+64x1o+64x2e+64x3o (x) 0e+1o+2e+3o, 34 paths, per-row weights, 150k rows.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import _harness as H
+
+args = H.parser(__doc__).parse_args()
+H.setup(args)
+import batteries_jax as bj  # noqa: E402
+import batteries_jax.e3nn as bje  # noqa: E402
+
+e3nn, cu = H.peers()
+dt = jnp.float64 if args.f64 else jnp.float32
+info = bj.get_tp_path_info()
+by_l = {l: [p for p in range(34) if info[p, 2] == l] for l in range(4)}
+
+
+def seed_to_mulir(a):  # [N, C, 16] -> e3nn layout [N, C*16]
+    return jnp.concatenate([a[:, :, l * l:(l + 1) ** 2].reshape(a.shape[0], -1) for l in range(4)], -1)
+
+
+def modes(f):
+    fwd = jax.jit(f)
+    bwd = jax.jit(jax.grad(lambda *a: jnp.sum(f(*a[:-1]) * a[-1]), argnums=(0, 1, 2)))
+    return fwd, bwd
+
+
+for N in ([50, 300] if args.cpu_size else [1000, 20_000]):
+    k = jax.random.split(jax.random.key(N), 4)
+    x = jax.random.normal(k[0], (N, 32, 16), dt)
+    y = jax.random.normal(k[1], (N, 16), dt)
+    W = jax.random.normal(k[2], (34, 32, 64), dt)
+    cot = jax.random.normal(k[3], (N, 64, 16), dt)
+    libs = {"bj": (lambda x, y, W: bj.tensor_product(x, y, W), (x, y, W), cot)}
+    if e3nn is not None:
+        import e3nn_jax.legacy  # noqa: F401
+        irx, iry, iro = "32x0e+32x1e+32x2e+32x3e", "0e+1e+2e+3e", "64x0e+64x1e+64x2e+64x3e"
+        tp = e3nn.legacy.FunctionalFullyConnectedTensorProduct(irx, iry, iro)
+
+        def e3nn_fc(xm, y, W):
+            return jax.vmap(tp.left_right, (None, 0, 0))([W[p].reshape(32, 1, 64) for p in range(34)],
+                                                         e3nn.IrrepsArray(irx, xm), e3nn.IrrepsArray(iry, y)).array
+        libs["e3nn"] = (e3nn_fc, (seed_to_mulir(x), y, W), seed_to_mulir(cot))
+    if cu is not None:
+        cue, cuex = cu
+        ft = cue.descriptors.full_tensor_product(cue.Irreps("O3", "32x0e+32x1e+32x2e+32x3e"),
+                                                 cue.Irreps("O3", "0e+1e+2e+3e"), [cue.O3(l, 1) for l in range(4)])
+        poly = ft.squeeze_modes().flatten_coefficient_modes().polynomial
+        method = "uniform_1d" if H.ON_GPU else "naive"
+
+        def cuex_fc(xc, y, W):  # xc: ir_mul layout; returns ir_mul layout
+            [t] = cuex.segmented_polynomial(poly, [xc, y], [jax.ShapeDtypeStruct((xc.shape[0], poly.outputs[0].size), xc.dtype)],
+                                            method=method)
+            outs, i = [], 0
+            for l in range(4):
+                P, d = len(by_l[l]), 2 * l + 1
+                tl = t[:, i:i + P * d * 32].reshape(-1, P, d, 32)
+                i += P * d * 32
+                outs.append(jnp.einsum("npiu,puw->niw", tl, W[np.asarray(by_l[l])]).reshape(-1, d * 64))
+            return jnp.concatenate(outs, -1)
+        xc = jnp.concatenate([x[:, :, l * l:(l + 1) ** 2].transpose(0, 2, 1).reshape(N, -1) for l in range(4)], -1)
+        cc = jnp.concatenate([cot[:, :, l * l:(l + 1) ** 2].transpose(0, 2, 1).reshape(N, -1) for l in range(4)], -1)
+        libs["cuex"] = (cuex_fc, (xc, y, W), cc)
+    for name, (f, a, c) in libs.items():
+        fwd, bwd = modes(f)
+        H.bench(f"FC N={N} fwd", name, fwd, *a, reps=args.reps, warmup=args.warmup)
+        H.bench(f"FC N={N} fwd+bwd", name, bwd, *a, c, reps=args.reps, warmup=args.warmup)
+
+# channel-wise, per-row weights
+E = 2000 if args.cpu_size else 150_000
+C = 8 if args.cpu_size else 64
+irx = f"{C}x0e+{C}x1o+{C}x2e+{C}x3o"
+filt = "0e+0o+1e+1o+2e+2o+3e+3o"
+k = jax.random.split(jax.random.key(7), 4)
+xa = e3nn.IrrepsArray(irx, jax.random.normal(k[0], (E, 16 * C), dt)) if e3nn else None
+ya = e3nn.IrrepsArray("0e+1o+2e+3o", jax.random.normal(k[1], (E, 16), dt)) if e3nn else None
+if e3nn is not None:
+    irreps_out = e3nn.tensor_product(xa.irreps, ya.irreps, filter_ir_out=filt)
+    w = jax.random.normal(k[2], (E, irreps_out.num_irreps), dt)
+    f_bj = lambda x, y, w: bje.tensor_product(e3nn.IrrepsArray(irx, x), e3nn.IrrepsArray("0e+1o+2e+3o", y), filter_ir_out=filt, weights=w).array  # noqa: E731
+    f_e3 = lambda x, y, w: (e3nn.tensor_product(e3nn.IrrepsArray(irx, x), e3nn.IrrepsArray("0e+1o+2e+3o", y), filter_ir_out=filt) * w).array  # noqa: E731
+    H.check("uvu bj vs e3nn", jax.jit(f_bj)(xa.array[:500], ya.array[:500], w[:500]),
+            jax.jit(f_e3)(xa.array[:500], ya.array[:500], w[:500]), 1e-5 if not args.f64 else 1e-12)
+    cot = jax.random.normal(k[3], (E, irreps_out.dim), dt)
+    for name, f in (("bj", f_bj), ("e3nn", f_e3)):
+        fwd, bwd = modes(f)
+        H.bench(f"uvu E={E} C={C} fwd", name, fwd, xa.array, ya.array, w, reps=args.reps, warmup=args.warmup)
+        H.bench(f"uvu E={E} C={C} fwd+bwd", name, bwd, xa.array, ya.array, w, cot, reps=args.reps, warmup=args.warmup)
+_ = math
+H.finish(args)

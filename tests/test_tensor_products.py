@@ -1,0 +1,207 @@
+import e3nn_jax as e3nn
+import e3nn_jax.legacy  # noqa: F401
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import batteries_jax as bj
+import batteries_jax.e3nn as bje
+from batteries_jax import _paths
+from conftest import assert_close, requires_gpu
+
+
+def cg(l1, l2, l3):
+    return np.asarray(e3nn.clebsch_gordan(int(l1), int(l2), int(l3))) * np.sqrt(2 * l3 + 1)
+
+
+def blk(a, l):
+    return a[..., l * l:(l + 1) ** 2]
+
+
+def ref_simple(x, y):
+    out = jnp.zeros(jnp.broadcast_shapes(x.shape, y.shape))
+    for l1, l2, l3 in bj.get_tp_path_info():
+        out = out.at[..., l3 * l3:(l3 + 1) ** 2].add(
+            jnp.einsum("...i,...j,ijk->...k", blk(x, l1), blk(y, l2), cg(l1, l2, l3)))
+    return out
+
+
+def ref_fc(x, y, W):
+    outs = [0.0] * 4
+    for p, (l1, l2, l3) in enumerate(bj.get_tp_path_info()):
+        outs[l3] = outs[l3] + jnp.einsum("...ui,...j,ijk,uw->...wk", blk(x, l1), blk(y, l2), cg(l1, l2, l3), W[p])
+    return jnp.concatenate(outs, axis=-1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_simple_values_and_grads(rng, dtype):
+    x = jnp.asarray(rng.normal(size=(37, 16)), dtype)
+    y = jnp.asarray(rng.normal(size=(37, 16)), dtype)
+    out = jax.jit(bj.tensor_product_simple)(x, y)
+    assert out.dtype == dtype
+    x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    assert_close(out, ref_simple(x64, y64), dtype, scale=3)
+    c = rng.normal(size=(37, 16))
+    g = jax.grad(lambda x, y: jnp.sum(bj.tensor_product_simple(x, y) * c.astype(dtype)), (0, 1))(x, y)
+    gr = jax.grad(lambda x, y: jnp.sum(ref_simple(x, y) * c), (0, 1))(x64, y64)
+    for a, b in zip(g, gr):
+        assert_close(a, b, dtype, scale=3)
+
+
+def test_simple_check_grads_order3(rng):
+    x = jnp.asarray(rng.normal(size=(5, 16)))
+    y = jnp.asarray(rng.normal(size=(5, 16)))
+    check_grads(bj.tensor_product_simple, (x, y), order=3, modes=("fwd", "rev"))
+
+
+def test_simple_broadcast_vmap_empty(rng):
+    x = jnp.asarray(rng.normal(size=(3, 4, 16)))
+    y = jnp.asarray(rng.normal(size=(4, 16)))
+    assert_close(bj.tensor_product_simple(x, y), ref_simple(x, y))
+    assert_close(jax.vmap(bj.tensor_product_simple, (0, None))(x, y), ref_simple(x, y))
+    assert_close(jax.vmap(bj.tensor_product_simple, (1, 0))(x, y), jnp.swapaxes(ref_simple(x, y), 0, 1))
+    assert bj.tensor_product_simple(jnp.zeros((0, 16)), jnp.zeros((0, 16))).shape == (0, 16)
+    g = jax.grad(lambda x: jnp.sum(bj.tensor_product_simple(x, x)))(jnp.zeros((0, 16)))
+    assert g.shape == (0, 16)
+
+
+def test_mixed_dtypes_promote(rng):
+    x = jnp.asarray(rng.normal(size=(3, 16)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=(3, 16)), jnp.float64)
+    assert bj.tensor_product_simple(x, y).dtype == jnp.float64
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fc_values_and_grads(rng, dtype):
+    x = jnp.asarray(rng.normal(size=(9, 5, 16)), dtype)
+    y = jnp.asarray(rng.normal(size=(9, 16)), dtype)
+    W = jnp.asarray(rng.normal(size=(34, 5, 3)), dtype)
+    out = jax.jit(bj.tensor_product)(x, y, W)
+    assert out.shape == (9, 3, 16) and out.dtype == dtype
+    args64 = [np.asarray(a, np.float64) for a in (x, y, W)]
+    assert_close(out, ref_fc(*args64), dtype, scale=5)
+    c = rng.normal(size=(9, 3, 16))
+    g = jax.grad(lambda *a: jnp.sum(bj.tensor_product(*a) * c.astype(dtype)), (0, 1, 2))(x, y, W)
+    gr = jax.grad(lambda *a: jnp.sum(ref_fc(*a) * c), (0, 1, 2))(*args64)
+    for a, b in zip(g, gr):
+        assert_close(a, b, dtype, scale=10)
+
+
+def test_fc_check_grads_and_vmap(rng):
+    x = jnp.asarray(rng.normal(size=(3, 2, 16)))
+    y = jnp.asarray(rng.normal(size=(3, 16)))
+    W = jnp.asarray(rng.normal(size=(34, 2, 2)))
+    check_grads(bj.tensor_product, (x, y, W), order=2, modes=("fwd", "rev"))
+    Ws = jnp.asarray(rng.normal(size=(4, 34, 2, 2)))  # an ensemble of weights
+    out = jax.vmap(bj.tensor_product, (None, None, 0))(x, y, Ws)
+    assert_close(out[3], ref_fc(x, y, Ws[3]))
+
+
+def test_fc_matches_e3nn_legacy(rng):
+    irx, iry, iro = "4x0e+4x1e+4x2e+4x3e", "0e+1e+2e+3e", "3x0e+3x1e+3x2e+3x3e"
+    tp = e3nn.legacy.FunctionalFullyConnectedTensorProduct(irx, iry, iro)
+    W = jnp.asarray(rng.normal(size=(34, 4, 3)))
+    x = jnp.asarray(rng.normal(size=(6, 4 * 16)))
+    y = jnp.asarray(rng.normal(size=(6, 16)))
+    ref = jax.vmap(tp.left_right, (None, 0, 0))([W[p].reshape(4, 1, 3) for p in range(34)],
+                                                 e3nn.IrrepsArray(irx, x), e3nn.IrrepsArray(iry, y)).array
+    # e3nn's path normalisation: 1/sqrt(fan_in) per l_out, fan_in = (paths into l_out) * C_in
+    info = bj.get_tp_path_info()
+    norm = np.concatenate([np.full(3 * (2 * l + 1), 1 / np.sqrt(4 * np.sum(info[:, 2] == l))) for l in range(4)])
+
+    def seed(a, mul):
+        return jnp.concatenate([a[:, sum(mul * (2 * k + 1) for k in range(l)):][:, :mul * (2 * l + 1)]
+                                .reshape(-1, mul, 2 * l + 1) for l in range(4)], -1)
+    out = bj.tensor_product(seed(x, 4), y, W)
+    ref_seed = seed(ref, 3) / seed(jnp.asarray(norm)[None], 3)
+    assert_close(out, ref_seed)
+
+
+def test_tp_bad_input():
+    with pytest.raises(ValueError, match="weights"):
+        bj.tensor_product(jnp.ones((2, 3, 16)), jnp.ones((2, 16)), jnp.ones((34, 4, 5)))
+    with pytest.raises(ValueError, match="x"):
+        bj.tensor_product_simple(jnp.ones((2, 15)), jnp.ones((2, 16)))
+    with pytest.raises(TypeError, match="y"):
+        bj.tensor_product_simple(jnp.ones((2, 16)), jnp.ones((2, 16), jnp.int32))
+
+
+E3NN_CASES = [
+    ("4x0e+3x1o+2x2e+1x3o", "0e+1o+2e+3o", None),
+    ("2x1o+0e+1o+1e", "2x0e+1o", None),
+    ("3x0e+2x1o+2x2e+3o", "0e+1o+2e+3o", "0e+0o+1e+1o+2e+2o+3e+3o"),
+    ("2x0e+2x1o+2x2e+2x3o", "0e+1o+2e+3o", "0e+1o+2e+3o"),
+    ("3o+2e", "2x3e+1o", None),
+]
+
+
+@pytest.mark.parametrize("irreps1, irreps2, filt", E3NN_CASES)
+@pytest.mark.parametrize("normalization", ["component", "norm", "none"])
+def test_e3nn_dropin(rng, irreps1, irreps2, filt, normalization):
+    a = e3nn.IrrepsArray(irreps1, jnp.asarray(rng.normal(size=(5, e3nn.Irreps(irreps1).dim))))
+    b = e3nn.IrrepsArray(irreps2, jnp.asarray(rng.normal(size=(5, e3nn.Irreps(irreps2).dim))))
+    ref = e3nn.tensor_product(a, b, filter_ir_out=filt, irrep_normalization=normalization)
+    out = bje.tensor_product(a, b, filter_ir_out=filt, irrep_normalization=normalization)
+    assert out.irreps == ref.irreps
+    assert_close(out.array, ref.array)
+    w = jnp.asarray(rng.normal(size=(5, ref.irreps.num_irreps)))
+    outw = bje.tensor_product(a, b, filter_ir_out=filt, irrep_normalization=normalization, weights=w)
+    assert_close(outw.array, (ref * w).array)
+
+
+def test_e3nn_dropin_unregrouped(rng):
+    a = e3nn.IrrepsArray("1o+0e+1o", jnp.asarray(rng.normal(size=(3, 7))))
+    b = e3nn.IrrepsArray("1e+0e", jnp.asarray(rng.normal(size=(3, 4))))
+    for regroup in (True, False):
+        ref = e3nn.tensor_product(a, b, regroup_output=regroup)
+        out = bje.tensor_product(a, b, regroup_output=regroup)
+        assert out.irreps == ref.irreps
+        assert_close(out.array, ref.array)
+
+
+def test_e3nn_dropin_grads(rng):
+    a = e3nn.IrrepsArray("2x0e+2x1o+1x2e+1x3o", jnp.asarray(rng.normal(size=(4, 2 + 6 + 5 + 7))))
+    b = e3nn.IrrepsArray("0e+1o+2e+3o", jnp.asarray(rng.normal(size=(4, 16))))
+    ref = e3nn.tensor_product(a, b)
+    w = jnp.asarray(rng.normal(size=(4, ref.irreps.num_irreps)))
+
+    def f(x, y, w, impl):
+        return impl.tensor_product(e3nn.IrrepsArray(a.irreps, x), e3nn.IrrepsArray(b.irreps, y), weights=w).array \
+            if impl is bje else (impl.tensor_product(e3nn.IrrepsArray(a.irreps, x), e3nn.IrrepsArray(b.irreps, y)) * w).array
+    c = jnp.asarray(rng.normal(size=ref.shape))
+    g = jax.grad(lambda *t: jnp.sum(f(*t, bje) * c), (0, 1, 2))(a.array, b.array, w)
+    gr = jax.grad(lambda *t: jnp.sum(f(*t, e3nn) * c), (0, 1, 2))(a.array, b.array, w)
+    for x, y in zip(g, gr):
+        assert_close(x, y)
+    check_grads(lambda *t: f(*t, bje), (a.array[:2], b.array[:2], w[:2]), order=2, modes=("fwd", "rev"))
+
+
+def test_e3nn_dropin_errors():
+    a = e3nn.IrrepsArray("4e", jnp.ones((2, 9)))
+    with pytest.raises(ValueError, match="l > 3"):
+        bje.tensor_product(a, a)
+    b = e3nn.IrrepsArray("1o", jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match="irrep_normalization"):
+        bje.tensor_product(b, b, irrep_normalization="bogus")
+    with pytest.raises(ValueError, match="weights"):
+        bje.tensor_product(b, b, weights=jnp.ones((2, 7)))
+
+
+def test_paths_single_source():
+    # the simple product's table is the seed path list, in order, with component coefficients
+    rows = _paths.simple_paths().int_table()
+    assert [tuple(r[:3]) for r in rows] == [tuple(p) for p in bj.get_tp_path_info()]
+
+
+@requires_gpu
+def test_gpu_fc_deterministic(rng):
+    x = jnp.asarray(rng.normal(size=(2000, 8, 16)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=(2000, 16)), jnp.float32)
+    W = jnp.asarray(rng.normal(size=(34, 8, 8)), jnp.float32)
+    f = jax.jit(jax.grad(lambda x, y, W: jnp.sum(bj.tensor_product(x, y, W) ** 2), (0, 1, 2)))
+    first = f(x, y, W)
+    for _ in range(3):
+        for a, b in zip(first, f(x, y, W)):
+            assert np.array_equal(np.asarray(a), np.asarray(b))
