@@ -1,7 +1,7 @@
 // The FFI signature of the uvu family, shared by its CPU and CUDA handlers.
 //
 // Operands (always ten, absent ones are empty arrays): x, y, w, o (the role's own operand is
-// empty), desc int32 [P, 12], scale float64 [P], x_idx, o_idx, perm, seg (int32). Result:
+// empty), desc int32 [P, 12], scale [P] (operands' dtype), x_idx, o_idx, perm, seg (int32). Result:
 // out, the role's operand (zeroed, then accumulated).
 #pragma once
 #include <string>
@@ -39,7 +39,7 @@ struct UvuCall {
 
   ffi::Error validate(const ffi::AnyBuffer& desc, const ffi::AnyBuffer& scale) const {
     if (role < kRoleO || role > kRoleW) return ffi::Error::InvalidArgument("uvu: bad role");
-    if (desc.element_type() != ffi::DataType::S32 || scale.element_type() != ffi::DataType::F64 ||
+    if (desc.element_type() != ffi::DataType::S32 ||
         desc.element_count() != scale.element_count() * kDescCols)
       return ffi::Error::InvalidArgument("uvu: bad path table");
     return ffi::Error::Success();
@@ -63,7 +63,7 @@ struct UvuCall {
     a.o = ptr(o);
     a.out = out.element_count() ? out.typed_data<T>() : nullptr;
     a.desc = desc.typed_data<int32_t>();
-    a.scale = scale.typed_data<double>();
+    a.scale = scale.typed_data<T>();
     a.x_idx = iptr(x_idx);
     a.o_idx = iptr(o_idx);
     a.perm = iptr(perm);

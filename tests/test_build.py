@@ -76,3 +76,16 @@ def test_path_info():
     assert [tuple(r) for r in info] == sorted(tuple(r) for r in info)
     for l1, l2, l3 in info:
         assert abs(l1 - l2) <= l3 <= min(l1 + l2, 3)
+
+
+def test_default_float32_mode_runs_every_family():
+    """The suite enables x64; users mostly don't. Run the three families in a fresh process."""
+    import subprocess
+    code = ("import jax, jax.numpy as jnp, batteries_jax as bj\n"
+            "v = jnp.ones((5, 3)); x = jnp.ones((5, 16)); assert v.dtype == jnp.float32\n"
+            "jax.block_until_ready(jax.grad(lambda v: jnp.sum(bj.spherical_harmonics(v)))(v))\n"
+            "jax.block_until_ready(jax.grad(lambda x: jnp.sum(bj.tensor_product_simple(x, x)))(x))\n"
+            "jax.block_until_ready(bj.tensor_product(jnp.ones((5, 2, 16)), x, jnp.ones((34, 2, 3))))\n"
+            "print('ok')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(ROOT))
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]

@@ -87,7 +87,7 @@ def _lower(*args, role, paths, slots, nx, ne, no):
     else:
         perm, seg = empty_i, empty_i
     call = jax.ffi.ffi_call("bj_uvu", jax.ShapeDtypeStruct(shape, dtype))
-    return call(*data, jnp.asarray(paths.int_table()), jnp.asarray(paths.scale_table()),
+    return call(*data, jnp.asarray(paths.int_table()), jnp.asarray(paths.scale_table(), dtype),
                 ops.get("x_idx", empty_i), ops.get("o_idx", empty_i), perm, seg,
                 role=np.int64(ROLE_CODE[role]), x_width=np.int64(paths.x_width),
                 y_width=np.int64(paths.y_width), w_width=np.int64(paths.w_width),

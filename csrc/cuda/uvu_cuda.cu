@@ -110,6 +110,8 @@ ffi::Error UvuCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi:
   UvuCall call{role, x_w, y_w, w_w, o_w, nx, ne, no};
   if (auto err = call.validate(desc, scale); !err.success()) return err;
   if (out->element_count() == 0) return ffi::Error::Success();
+  if (scale.element_type() != out->element_type())
+    return ffi::Error::InvalidArgument("uvu: path scales must have the operands' dtype");
   if (call.empty()) {
     cudaMemsetAsync(out->untyped_data(), 0, out->size_bytes(), stream);
     return cuda_status("tensor_product");

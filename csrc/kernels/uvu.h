@@ -86,7 +86,7 @@ template <class T> struct UvuArgs {
   const T* o;
   T* out;   // the output operand (role's operand)
   const int32_t* desc;
-  const double* scale;
+  const T* scale;
   const int32_t* x_idx;
   const int32_t* o_idx;
   const int32_t* perm;
