@@ -22,11 +22,6 @@ def get_tp_path_info() -> np.ndarray:
     return _paths.seed_path_info()
 
 
-def _rows(x, width):
-    lead = x.shape[: x.ndim - 1]
-    return x.reshape((-1, width)), lead
-
-
 def tensor_product_simple(x, y):
     """out[..., k] = sum_p sum_ij C_p[i, j, k] x[..., i] y[..., j] over the 34 seed paths.
 

@@ -115,17 +115,17 @@ def run(tag, N, E, C, filt, graph_kind):
                                             indices=[None, snd, None, rcv], method=method)
             return o
         libs["cuex"] = (conv_cuex, lambda a: to_irmul(a, xb), lambda a: to_irmul(a, ob))
-    if True:  # correctness of this run's data on a slice of the edges
-        small = slice(0, min(E, 3000))
-        try:
-            sg = bj.Graph.build(snd[small], rcv[small], N)
-            a = bje.message_passing(e3nn.IrrepsArray(irx, x), vec[small], w[small], None, None, N, filter_ir_out=filt, graph=sg).array
-            Y = e3nn.spherical_harmonics(NAT, vec[small], True, normalization="component")
-            b = e3nn.scatter_sum(e3nn.tensor_product(e3nn.IrrepsArray(irx, x)[snd[small]], Y, filter_ir_out=filt_list) * w[small],
-                                 dst=rcv[small], output_size=N).array
-            H.check(f"{tag} fwd bj vs e3nn (first {small.stop} edges)", a, b, 1e-4 if not args.f64 else 1e-11)
-        except Exception as e:  # noqa: BLE001
-            print("CHECK failed to run:", e)
+    # correctness of this run's data on a slice of the edges
+    small = slice(0, min(E, 3000))
+    try:
+        sg = bj.Graph.build(snd[small], rcv[small], N)
+        a = bje.message_passing(e3nn.IrrepsArray(irx, x), vec[small], w[small], None, None, N, filter_ir_out=filt, graph=sg).array
+        Y = e3nn.spherical_harmonics(NAT, vec[small], True, normalization="component")
+        b = e3nn.scatter_sum(e3nn.tensor_product(e3nn.IrrepsArray(irx, x)[snd[small]], Y, filter_ir_out=filt_list) * w[small],
+                             dst=rcv[small], output_size=N).array
+        H.check(f"{tag} fwd bj vs e3nn (first {small.stop} edges)", a, b, 1e-4 if not args.f64 else 1e-11)
+    except Exception as e:  # noqa: BLE001
+        print("CHECK failed to run:", e)
     for mode in ("fwd", "fwd+bwd", "dbl-bwd"):
         for lib in args.libs.split(","):
             if lib not in libs:

@@ -5,8 +5,6 @@ against e3nn-jax (legacy FunctionalFullyConnectedTensorProduct) and cuequivarian
 (weightless uniform_1d product then per-l_out einsum, its fastest route in ../shared/anchors).
 Channel-wise: 64x0e+64x1o+64x2e+64x3o (x) 0e+1o+2e+3o, 34 paths, per-row weights, 150k rows.
 """
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,5 +93,4 @@ if e3nn is not None:
         fwd, bwd = modes(f)
         H.bench(f"uvu E={E} C={C} fwd", name, fwd, xa.array, ya.array, w, reps=args.reps, warmup=args.warmup)
         H.bench(f"uvu E={E} C={C} fwd+bwd", name, bwd, xa.array, ya.array, w, cot, reps=args.reps, warmup=args.warmup)
-_ = math
 H.finish(args)

@@ -165,3 +165,19 @@ def test_gpu_deterministic(rng):
     for _ in range(9):
         for a, b in zip(first, jax.tree_util.tree_leaves(f(x, vec, w))):
             assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_zero_length_edge_third_order(rng):
+    x, vec, w, snd, rcv, n = problem(rng, n=4, e=5)
+    assert np.all(np.asarray(vec[-1]) == 0)
+    c = jnp.asarray(rng.normal(size=ref_mp(x, vec, w, snd, rcv, n).shape))
+    t = jnp.asarray(rng.normal(size=vec.shape))
+
+    def third(f):
+        e = lambda v: jnp.sum(f(x, v, w, snd, rcv, n) * c)  # noqa: E731
+        g = lambda v: jnp.sum(jax.grad(e)(v) * t)  # noqa: E731
+        return jax.jvp(jax.grad(g), (vec,), (t,))[1]
+
+    out = third(bj_mp)
+    assert np.all(np.isfinite(np.asarray(out)))
+    assert_close(out, third(ref_mp))

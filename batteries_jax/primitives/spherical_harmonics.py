@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax.interpreters import ad, batching
 
 from batteries_jax import _paths
-from batteries_jax.primitives._common import make_primitive, move_to_front, register_ffi_lowering, batch_size
+from batteries_jax.primitives._common import batch_size, make_primitive, move_to_front, register_ffi_lowering
 
 
 def num_components(L: int) -> int:

@@ -52,25 +52,14 @@ ffi::Error ShVjpCpu(ffi::AnyBuffer v, ffi::AnyBuffer g, ffi::Result<ffi::AnyBuff
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(bj_sh_fwd_cpu, ShFwdCpu,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("L")
-                                  .Attr<bool>("normalize"));
+// The three handlers differ only in their operands: (v) or (v, t) or (v, g).
+#define BJ_SH_CPU_BIND(...)                                                             \
+  ffi::Ffi::Bind() __VA_ARGS__.Ret<ffi::AnyBuffer>().Attr<int64_t>("L").Attr<bool>("normalize")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bj_sh_fwd_cpu, ShFwdCpu, BJ_SH_CPU_BIND(.Arg<ffi::AnyBuffer>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(bj_sh_jvp_cpu, ShJvpCpu,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("L")
-                                  .Attr<bool>("normalize"));
+                              BJ_SH_CPU_BIND(.Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(bj_sh_vjp_cpu, ShVjpCpu,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("L")
-                                  .Attr<bool>("normalize"));
+                              BJ_SH_CPU_BIND(.Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()));
 
 }  // namespace bj
