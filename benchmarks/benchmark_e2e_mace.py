@@ -5,6 +5,11 @@ Cases: W2 (N=5k, E=150k, C=64, 34 paths), W2n (same, MACE filter 0e+1o+2e+3o, 23
 radius cutoff, atoms in cell order, edges sorted by receiver). Modes: forward, forward+backward
 (grads w.r.t. node features, vectors, weights) and the force-training double backward
 grad_w |dE/dvectors|^2. batteries_jax gets a prebuilt Graph (as a model would reuse it).
+
+With --layer, also a whole interaction layer: radial MLP (8 Bessel functions x polynomial
+cutoff -> 64 -> 64 -> one weight per output irrep) -> convolution -> per-irrep linear to C
+channels -> energy; modes: energy, forces (grad w.r.t. vectors) and the force-training step
+(grad of |forces|^2 w.r.t. the MLP and linear parameters).
 """
 import jax
 import jax.numpy as jnp
@@ -16,6 +21,7 @@ ap = H.parser(__doc__)
 ap.add_argument("--cases", default="W2s,W2,W2n")
 ap.add_argument("--graphs", default="random,real")
 ap.add_argument("--libs", default="bj,cuex,e3nn")
+ap.add_argument("--layer", action="store_true", help="also time a whole interaction layer")
 args = ap.parse_args()
 H.setup(args)
 import batteries_jax as bj  # noqa: E402
@@ -61,6 +67,39 @@ def modes(conv):
             return jnp.sum(forces ** 2)
         return jax.grad(loss)(w)
     return {"fwd": jax.jit(fwd), "fwd+bwd": jax.jit(bwd), "dbl-bwd": jax.jit(dbl)}
+
+
+def layer_modes(conv, irreps_out, C, key):
+    """Interaction layer around `conv(x, v, w)` whose output is in e3nn layout."""
+    blocks = [(mul, ir.dim) for mul, ir in irreps_out]
+    k = jax.random.split(key, 4)
+    params = dict(
+        m1=jax.random.normal(k[0], (8, 64), dt) / np.sqrt(8),
+        m2=jax.random.normal(k[1], (64, 64), dt) / 8.0,
+        m3=jax.random.normal(k[2], (64, irreps_out.num_irreps), dt) / 8.0,
+        lin=[jax.random.normal(jax.random.fold_in(k[3], i), (mul, C), dt) / np.sqrt(mul) for i, (mul, _) in enumerate(blocks)],
+    )
+
+    def energy(p, x, v):
+        r = jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True) + 1e-12)
+        n = jnp.arange(1, 9, dtype=v.dtype)
+        basis = jnp.sin(n * jnp.pi * r) / r * (1 - r ** 6) ** 2  # cutoff 1
+        h = jax.nn.silu(basis @ p["m1"])
+        h = jax.nn.silu(h @ p["m2"])
+        out = conv(x, v, h @ p["m3"])
+        e, i = 0.0, 0
+        for (mul, d), wl in zip(blocks, p["lin"]):
+            blk = out[:, i:i + mul * d].reshape(-1, mul, d)
+            i += mul * d
+            e = e + jnp.sum(jnp.einsum("nud,uc->ncd", blk, wl) ** 2)
+        return e
+
+    def forces(p, x, v):
+        return -jax.grad(energy, argnums=2)(p, x, v)
+
+    def train(p, x, v):
+        return jax.grad(lambda p: jnp.sum(forces(p, x, v) ** 2))(p)
+    return params, {"layer-energy": jax.jit(energy), "layer-forces": jax.jit(forces), "layer-train": jax.jit(train)}
 
 
 def run(tag, N, E, C, filt, graph_kind):
@@ -136,6 +175,30 @@ def run(tag, N, E, C, filt, graph_kind):
             f = modes(conv)[mode]
             H.bench(f"{tag}[{graph_kind}] {mode}", lib, f, tx(x), vec, w, tc(cot), reps=args.reps if lib != "e3nn" else 5,
                     warmup=args.warmup, floor_ms=floor if mode == "fwd" else None)
+    if args.layer:
+        energies = {}
+        for lib in args.libs.split(","):
+            if lib not in ("bj", "cuex") or lib not in libs:
+                continue  # e3nn-jax's layer takes 50-140 ms per backward at C=64
+            conv, tx, _ = libs[lib]
+            if lib == "cuex":
+                # cuex returns ir_mul; bring it to e3nn's layout for the shared linear
+                def conv_l(x, v, w, conv=conv):
+                    o, i, outs = conv(x, v, w), 0, []
+                    for mul, ir in irreps_out:
+                        outs.append(o[:, i:i + mul * ir.dim].reshape(-1, ir.dim, mul).swapaxes(1, 2).reshape(N, -1))
+                        i += mul * ir.dim
+                    return jnp.concatenate(outs, -1)
+            else:
+                conv_l = conv
+            params, lm = layer_modes(conv_l, irreps_out, C, jax.random.key(3))
+            energies[lib] = lm["layer-energy"](params, tx(x), vec)
+            if len(energies) == 2:
+                H.check(f"{tag} layer energy bj vs cuex", energies["bj"], energies["cuex"],
+                        1e-4 if not args.f64 else 1e-11)
+            for mode, f in lm.items():
+                H.bench(f"{tag}[{graph_kind}] {mode}", lib, f, params, tx(x), vec,
+                        reps=args.reps, warmup=args.warmup)
     print(f"peak GPU memory so far {H.peak_memory_mb():.0f} MiB", flush=True)
 
 
