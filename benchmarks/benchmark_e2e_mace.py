@@ -6,8 +6,8 @@ radius cutoff, atoms in cell order, edges sorted by receiver). Modes: forward, f
 (grads w.r.t. node features, vectors, weights) and the force-training double backward
 grad_w |dE/dvectors|^2. batteries_jax gets a prebuilt Graph (as a model would reuse it).
 
-With --layer, also a whole interaction layer: radial MLP (8 Bessel functions x polynomial
-cutoff -> 64 -> 64 -> one weight per output irrep) -> convolution -> per-irrep linear to C
+Unless --no-layer, also a whole interaction layer: radial MLP (8 Bessel functions x polynomial
+cutoff at 5 -> 64 -> 64 -> one weight per output irrep) -> convolution -> per-irrep linear to C
 channels -> energy; modes: energy, forces (grad w.r.t. vectors) and the force-training step
 (grad of |forces|^2 w.r.t. the MLP and linear parameters).
 """
@@ -21,7 +21,7 @@ ap = H.parser(__doc__)
 ap.add_argument("--cases", default="W2s,W2,W2n")
 ap.add_argument("--graphs", default="random,real")
 ap.add_argument("--libs", default="bj,cuex,e3nn")
-ap.add_argument("--layer", action="store_true", help="also time a whole interaction layer")
+ap.add_argument("--no-layer", dest="layer", action="store_false", help="skip the whole interaction layer")
 args = ap.parse_args()
 H.setup(args)
 import batteries_jax as bj  # noqa: E402
@@ -81,9 +81,9 @@ def layer_modes(conv, irreps_out, C, key):
     )
 
     def energy(p, x, v):
-        r = jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True) + 1e-12)
+        u = jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True) + 1e-12) / 5.0  # cutoff 5
         n = jnp.arange(1, 9, dtype=v.dtype)
-        basis = jnp.sin(n * jnp.pi * r) / r * (1 - r ** 6) ** 2  # cutoff 1
+        basis = jnp.sin(n * jnp.pi * u) / u * jnp.where(u < 1, (1 - u ** 6) ** 2, 0.0)
         h = jax.nn.silu(basis @ p["m1"])
         h = jax.nn.silu(h @ p["m2"])
         out = conv(x, v, h @ p["m3"])
@@ -139,7 +139,9 @@ def run(tag, N, E, C, filt, graph_kind):
         poly = desc.squeeze_modes().flatten_coefficient_modes().polynomial
         method = "uniform_1d" if H.ON_GPU else "naive"
         xb = [(C, 2 * l + 1) for l in range(4)]
-        ob = [(mul, ir.dim) for mul, ir in irreps_out]
+        # cuex keeps one block per path (e.g. 4x 64x0e where e3nn has 256x0e): its ir_mul layout
+        # transposes each path's block on its own
+        ob = [(mul, ir.dim) for mul, ir in desc.outputs[0].irreps]
 
         def to_irmul(a, blocks):
             out, i = [], 0
@@ -185,14 +187,17 @@ def run(tag, N, E, C, filt, graph_kind):
                 # cuex returns ir_mul; bring it to e3nn's layout for the shared linear
                 def conv_l(x, v, w, conv=conv):
                     o, i, outs = conv(x, v, w), 0, []
-                    for mul, ir in irreps_out:
-                        outs.append(o[:, i:i + mul * ir.dim].reshape(-1, ir.dim, mul).swapaxes(1, 2).reshape(N, -1))
-                        i += mul * ir.dim
+                    for mul, d in ob:
+                        outs.append(o[:, i:i + mul * d].reshape(-1, d, mul).swapaxes(1, 2).reshape(N, -1))
+                        i += mul * d
                     return jnp.concatenate(outs, -1)
+                H.check(f"{tag} conv bj vs cuex (e3nn layout)", conv_bj(x, vec, w), conv_l(tx(x), vec, w),
+                        1e-4 if not args.f64 else 1e-11)
             else:
                 conv_l = conv
             params, lm = layer_modes(conv_l, irreps_out, C, jax.random.key(3))
             energies[lib] = lm["layer-energy"](params, tx(x), vec)
+            print(f"{tag} layer energy {lib}: {float(energies[lib]):.9g}", flush=True)
             if len(energies) == 2:
                 H.check(f"{tag} layer energy bj vs cuex", energies["bj"], energies["cuex"],
                         1e-4 if not args.f64 else 1e-11)
