@@ -209,7 +209,8 @@ def message_passing(node_feats: e3nn.IrrepsArray, edge_vectors, edge_weights, se
 
     An index outside [0, num_nodes) marks an edge that does not exist: it adds nothing to the
     output or to any gradient. Pass ``graph=Graph.build(senders, receivers, num_nodes)`` to
-    reuse the sorted orders across layers (then ``senders``/``receivers`` may be None).
+    reuse the sorted orders across layers (``senders``/``receivers`` are then ignored and may
+    be None).
     """
     if not isinstance(node_feats, e3nn.IrrepsArray):
         raise TypeError("message_passing: node_feats must be an e3nn_jax.IrrepsArray")

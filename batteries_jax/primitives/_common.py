@@ -1,6 +1,8 @@
 """Plumbing shared by the primitive families."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.extend.core import Primitive
@@ -11,12 +13,18 @@ from batteries_jax import _ffi
 _ffi.register()
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_bind(prim: Primitive, params: tuple):
+    kw = dict(params)
+    return jax.jit(lambda *a: prim.bind(*a, **kw))
+
+
 def make_primitive(name: str, multiple_results: bool = False) -> Primitive:
     prim = Primitive(name)
     prim.multiple_results = multiple_results
 
-    def impl(*args, **params):  # eager calls run the same jitted lowering
-        return jax.jit(lambda *a: prim.bind(*a, **params))(*args)
+    def impl(*args, **params):  # eager calls run the same lowering, compiled once per params
+        return _jitted_bind(prim, tuple(sorted(params.items())))(*args)
 
     prim.def_impl(impl)
     return prim
