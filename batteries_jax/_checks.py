@@ -39,3 +39,14 @@ def static_int(name: str, v, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= int(v) <= hi:
         raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
     return int(v)
+
+
+def broadcast_rows(*arrays_and_trailing):
+    """Broadcast operands over their common leading shape and flatten it into rows.
+
+    Takes (array, number of trailing axes) pairs; returns (leading shape, [array [rows, ...]]).
+    """
+    lead = np.broadcast_shapes(*[a.shape[: a.ndim - t] for a, t in arrays_and_trailing])
+    flat = [jnp.broadcast_to(a, lead + a.shape[a.ndim - t:]).reshape((-1,) + a.shape[a.ndim - t:])
+            for a, t in arrays_and_trailing]
+    return lead, flat

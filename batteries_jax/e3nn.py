@@ -189,8 +189,7 @@ def tensor_product(input1: e3nn.IrrepsArray, input2: e3nn.IrrepsArray, *, filter
     arrays = _checks.promote(*named)
     if weights is not None:
         _checks.last_axis("weights", arrays[2], irreps_out.num_irreps)
-    lead = jnp.broadcast_shapes(*[a.shape[:-1] for a in arrays])
-    flat = [jnp.broadcast_to(a, lead + a.shape[-1:]).reshape(-1, a.shape[-1]) for a in arrays]
+    lead, flat = _checks.broadcast_rows(*[(a, 1) for a in arrays])
     n = flat[0].shape[0]
     out = uvu("o", paths, n, n, n, x=flat[0], y=flat[1], w=flat[2] if weights is not None else None)
     return e3nn.IrrepsArray(irreps_out, out.reshape(lead + (irreps_out.dim,)))

@@ -31,9 +31,7 @@ def tensor_product_simple(x, y):
     x, y = _checks.promote(("x", x), ("y", y))
     _checks.last_axis("x", x, 16)
     _checks.last_axis("y", y, 16)
-    lead = jnp.broadcast_shapes(x.shape[:-1], y.shape[:-1])
-    x = jnp.broadcast_to(x, lead + (16,)).reshape(-1, 16)
-    y = jnp.broadcast_to(y, lead + (16,)).reshape(-1, 16)
+    lead, (x, y) = _checks.broadcast_rows((x, 1), (y, 1))
     n = x.shape[0]
     out = uvu("o", _paths.simple_paths(), n, n, n, x=x, y=y)
     return out.reshape(lead + (16,))
@@ -62,9 +60,8 @@ def tensor_product(x, y, weights, *, precision=jax.lax.Precision.HIGHEST):
     if weights.ndim != 3 or weights.shape[0] != 34 or weights.shape[1] != c_in:
         raise ValueError(f"weights must be [34, C_in={c_in}, C_out], got shape {weights.shape}")
     c_out = weights.shape[2]
-    lead = jnp.broadcast_shapes(x.shape[:-2], y.shape[:-1])
-    xf = jnp.broadcast_to(x, lead + (c_in, 16)).reshape(-1, c_in * 16)
-    yf = jnp.broadcast_to(y, lead + (16,)).reshape(-1, 16)
+    lead, (xf, yf) = _checks.broadcast_rows((x, 2), (y, 1))
+    xf = xf.reshape(-1, c_in * 16)
     n = xf.shape[0]
     paths, blocks = _fc_plan(c_in)
     t = uvu("o", paths, n, n, n, x=xf, y=yf)

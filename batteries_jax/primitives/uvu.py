@@ -125,9 +125,7 @@ def _transpose(ct, *args, role, paths, slots, nx, ne, no):
         return [None] * len(args)
     ops = {s: a for a, s in zip(args, slots) if s != target}
     ops[role] = ct
-    new_slots = tuple(s for s in SLOTS if s in ops)
-    res = uvu_p.bind(*[ops[s] for s in new_slots], role=target, paths=paths, slots=new_slots,
-                     nx=nx, ne=ne, no=no)
+    res = uvu(target, paths, nx, ne, no, **ops)
     return [res if s == target else None for s in slots]
 
 
