@@ -13,6 +13,8 @@ import numpy as np
 
 from batteries_jax import _checks, _paths
 from batteries_jax.graph import Graph
+from batteries_jax._conv_plan import conv_plan
+from batteries_jax.primitives.conv import conv
 from batteries_jax.primitives.spherical_harmonics import sh_p
 from batteries_jax.primitives.uvu import uvu
 
@@ -231,6 +233,10 @@ def message_passing(node_feats: e3nn.IrrepsArray, edge_vectors, edge_weights, se
     if w.shape != (E, irreps_out.num_irreps):
         raise ValueError(f"message_passing: edge_weights must be [{E}, {irreps_out.num_irreps}] "
                          f"(one column per irrep of {irreps_out}), got shape {w.shape}")
-    y = sh_p.bind(v, L=L, normalize=True)
-    out = uvu("o", paths, x.shape[0], E, int(num_nodes), x=x, y=y, w=w, **graph.index_operands())
+    plan = conv_plan(paths)
+    if plan is not None:  # the fused kernels: harmonics in registers, receiver-owned sums
+        out = conv(x, v, w, graph.conv_index(), plan, x.shape[0], E, int(num_nodes))
+    else:  # a layout the fused kernels do not take: harmonics, then the generic product
+        y = sh_p.bind(v, L=L, normalize=True)
+        out = uvu("o", paths, x.shape[0], E, int(num_nodes), x=x, y=y, w=w, **graph.index_operands())
     return e3nn.IrrepsArray(irreps_out, out)

@@ -43,6 +43,11 @@ class Graph:
         s, r, sp, ss, rp, rs = children
         return cls(s, r, num_nodes, sp, ss, rp, rs)
 
+    def conv_index(self) -> tuple:
+        """The fused convolution's index operands (``primitives.conv.INDEX`` order)."""
+        return (self.senders, self.receivers, self.snd_perm, self.snd_seg, self.rcv_perm,
+                self.rcv_seg)
+
     def index_operands(self) -> dict:
         """The uvu primitive's index operands: x rows are senders, o rows receivers."""
         return dict(x_idx=self.senders, x_perm=self.snd_perm, x_seg=self.snd_seg,

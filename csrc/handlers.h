@@ -6,7 +6,9 @@
   X(sh_fwd)       \
   X(sh_jvp)       \
   X(sh_vjp)       \
-  X(uvu)
+  X(uvu)          \
+  X(conv_fwd)     \
+  X(conv_bwd)
 
 #define BJ_DECLARE(op)                                   \
   extern "C" XLA_FFI_Error* bj_##op##_cpu(XLA_FFI_CallFrame*); \

@@ -181,3 +181,49 @@ def test_zero_length_edge_third_order(rng):
     out = third(bj_mp)
     assert np.all(np.isfinite(np.asarray(out)))
     assert_close(out, third(ref_mp))
+
+
+def _targets(hlo: str) -> list:
+    import re
+    return re.findall(r"custom_call @(bj_[a-z_]+)", hlo)
+
+
+def test_fused_kernels_carry_forward_and_first_backward(rng):
+    """Forward and the first-order backward run on the fused kernels only: no harmonics array,
+    no generic product, one backward call for all three gradients."""
+    x, vec, w, snd, rcv, n = problem(rng)
+    fwd = jax.jit(lambda x, v, w: bj_mp(x, v, w, snd, rcv, n)).lower(x, vec, w).as_text()
+    assert _targets(fwd) == ["bj_conv_fwd"]
+    loss = lambda x, v, w: jnp.sum(bj_mp(x, v, w, snd, rcv, n) ** 2)  # noqa: E731
+    bwd = jax.jit(jax.grad(loss, (0, 1, 2))).lower(x, vec, w).as_text()
+    assert sorted(_targets(bwd)) == ["bj_conv_bwd", "bj_conv_fwd"]
+
+
+@pytest.mark.parametrize("irreps,filt", [("40x0e+33x1o+2x1e", None), ("2x0e+1x1e", "0e")])
+def test_channel_blocks_and_unused_inputs(rng, irreps, filt):
+    """More than 32 channels (several CUDA channel blocks), two parities of one l, and an input
+    block no path reads (its gradient is zero)."""
+    x, vec, w, snd, rcv, n = problem(rng, irreps=irreps, filt=filt, pad=True)
+    assert_close(bj_mp(x, vec, w, snd, rcv, n, filt, irreps=irreps), ref_mp(x, vec, w, snd, rcv, n, filt, irreps=irreps))
+    c = jnp.asarray(rng.normal(size=ref_mp(x, vec, w, snd, rcv, n, filt, irreps=irreps).shape))
+    g = jax.grad(lambda *a: jnp.sum(bj_mp(*a, snd, rcv, n, filt, irreps=irreps) * c), (0, 1, 2))(x, vec, w)
+    gr = jax.grad(lambda *a: jnp.sum(ref_mp(*a, snd, rcv, n, filt, irreps=irreps) * c), (0, 1, 2))(x, vec, w)
+    for a, b in zip(g, gr):
+        assert_close(a, b)
+
+
+def test_vmap_over_edges_and_weights(rng):
+    """A batch of vectors and weights on one graph folds into one call of each kernel."""
+    x, vec, w, snd, rcv, n = problem(rng, pad=True)
+    vs = jnp.stack([vec, 0.5 * vec, -vec])
+    ws = jnp.stack([w, w ** 2, -w])
+    f = lambda v, w: bj_mp(x, v, w, snd, rcv, n)  # noqa: E731
+    out = jax.vmap(f)(vs, ws)
+    g = jax.vmap(jax.grad(lambda v, w: jnp.sum(f(v, w) ** 2), (0, 1)))(vs, ws)
+    for b in range(3):
+        assert_close(out[b], ref_mp(x, vs[b], ws[b], snd, rcv, n))
+        gr = jax.grad(lambda v, w: jnp.sum(ref_mp(x, v, w, snd, rcv, n) ** 2), (0, 1))(vs[b], ws[b])
+        assert_close(g[0][b], gr[0])
+        assert_close(g[1][b], gr[1])
+    hlo = jax.jit(jax.vmap(jax.grad(lambda v, w: jnp.sum(f(v, w) ** 2), (0, 1)))).lower(vs, ws).as_text()
+    assert sorted(_targets(hlo)) == ["bj_conv_bwd", "bj_conv_fwd"]

@@ -45,3 +45,28 @@ def move_to_front(x, bdim, size):
 
 def batch_size(args, dims):
     return next(jnp.shape(a)[d] for a, d in zip(args, dims) if d is not None)
+
+
+#: how each operand of a graph primitive folds a vmapped axis into its rows
+FOLD_KINDS = ("x", "e", "o", "x_idx", "o_idx", "perm", "x_seg", "o_seg")
+
+
+def fold_rows(a, kind: str, B: int, nx: int, ne: int, no: int):
+    """Operand ``a`` (vmapped axis at 0, size B) as one call over B * rows.
+
+    Data rows of x, edges and o stack up; batch b's indices into x / o shift by b*nx / b*no
+    (padding, -1, stays -1); edge ids in a sorted order shift by b*ne; segment starts over x
+    or o rows shift by b*ne and keep a single end.
+    """
+    b = jnp.arange(B, dtype=jnp.int32)[:, None]
+    if kind in ("x", "e", "o"):
+        return a.reshape((B * a.shape[1],) + a.shape[2:])
+    if kind in ("x_idx", "o_idx"):
+        n = nx if kind == "x_idx" else no
+        return jnp.where(a >= 0, a + b * n, -1).reshape(-1)
+    if kind == "perm":
+        return (a + b * ne).reshape(-1)
+    if kind in ("x_seg", "o_seg"):  # [B, n + 1] -> [B * n + 1]
+        starts = (a[:, :-1] + b * ne).reshape(-1)
+        return jnp.concatenate([starts, a[-1:, -1] + (B - 1) * ne])
+    raise ValueError(f"unknown fold kind {kind!r}")

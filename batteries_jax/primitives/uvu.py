@@ -25,7 +25,8 @@ import jax.numpy as jnp
 from jax.interpreters import ad, batching
 
 from batteries_jax._paths import PathList
-from batteries_jax.primitives._common import batch_size, make_primitive, move_to_front, register_ffi_lowering
+from batteries_jax.primitives._common import (batch_size, fold_rows, make_primitive, move_to_front,
+                                             register_ffi_lowering)
 
 DATA = ("x", "y", "w", "o")
 INDEX = ("x_idx", "o_idx", "x_perm", "x_seg", "o_perm", "o_seg")
@@ -133,27 +134,16 @@ ad.primitive_jvps[uvu_p] = _jvp
 ad.primitive_transposes[uvu_p] = _transpose
 
 
+_FOLD = {"x": "x", "y": "e", "w": "e", "o": "o", "x_idx": "x_idx", "o_idx": "o_idx",
+         "x_perm": "perm", "o_perm": "perm", "x_seg": "x_seg", "o_seg": "o_seg"}
+
+
 def _batch(args, dims, *, role, paths, slots, nx, ne, no):
-    """Fold the vmapped axis into the rows: batch b's rows of x/o are shifted by b*nx / b*no and
-    its edges by b*ne; padding indices stay -1."""
+    """Fold the vmapped axis into the rows (``fold_rows``): one call over B * rows."""
     B = batch_size(args, dims)
-    ops = {s: move_to_front(a, d, B) for a, d, s in zip(args, dims, slots)}
-    rows = {"x": nx, "y": ne, "w": ne, "o": no}
-    b = jnp.arange(B, dtype=jnp.int32)[:, None]
-    folded = {}
-    for s, a in ops.items():
-        if s in DATA:
-            folded[s] = a.reshape((B * rows[s],) + a.shape[2:])
-        elif s in ("x_idx", "o_idx"):
-            n = nx if s == "x_idx" else no
-            folded[s] = jnp.where(a >= 0, a + b * n, -1).reshape(-1)
-        elif s.endswith("_perm"):
-            folded[s] = (a + b * ne).reshape(-1)
-        else:  # seg: [B, n + 1] -> [B * n + 1]
-            starts = (a[:, :-1] + b * ne).reshape(-1)
-            folded[s] = jnp.concatenate([starts, a[-1:, -1] + (B - 1) * ne])
-    out = uvu_p.bind(*[folded[s] for s in slots], role=role, paths=paths, slots=slots,
-                     nx=B * nx, ne=B * ne, no=B * no)
+    folded = [fold_rows(move_to_front(a, d, B), _FOLD[s], B, nx, ne, no)
+              for a, d, s in zip(args, dims, slots)]
+    out = uvu_p.bind(*folded, role=role, paths=paths, slots=slots, nx=B * nx, ne=B * ne, no=B * no)
     return out.reshape((B, -1) + out.shape[1:]), 0
 
 

@@ -1,0 +1,153 @@
+// The FFI signatures of the fused convolution, shared by its CPU and CUDA handlers.
+//
+// bj_conv_fwd:  x [nx, x_w], v [ne, 3], w [ne, w_w], runs int32 [R, kRunCols], scale [R, 28],
+//               snd, rcv, rcv_perm int32 [ne], rcv_seg int32 [no + 1]  ->  out [no, o_w]
+// bj_conv_bwd:  x, v, w, ct [no, o_w], runs, scale, snd, rcv, snd_perm [ne], snd_seg [nx + 1]
+//               -> x_bar [nx, x_w], v_bar [ne, 3], w_bar [ne, w_w]; a result that was not asked
+//               for (need_* = 0) is an empty array.
+// perm/seg: the edges sorted by receiver (forward) or sender (x_bar), and where each node's
+// run of edges starts; one worker owns one node's row, so no atomics are needed. zero_*: the
+// paths do not cover every column of that result, so it is cleared first. blocks: the number of
+// 32-channel blocks over all runs (the CUDA kernels give each (node, block) one warp); l3max:
+// the largest l_out of any path.
+#pragma once
+#include "ffi_common.h"
+#include "kernels/conv.h"
+
+namespace bj {
+
+#define BJ_CONV_ATTRS(bind)     \
+  bind.Attr<int64_t>("nx")      \
+      .Attr<int64_t>("ne")      \
+      .Attr<int64_t>("no")      \
+      .Attr<int64_t>("x_width") \
+      .Attr<int64_t>("w_width") \
+      .Attr<int64_t>("o_width")   \
+      .Attr<int64_t>("blocks")    \
+      .Attr<int64_t>("l3max")
+
+#define BJ_CONV_FWD_BINDING(bind)                                                           \
+  BJ_CONV_ATTRS(bind.Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Ret<ffi::AnyBuffer>())                                                 \
+      .Attr<int64_t>("zero_out")
+
+#define BJ_CONV_BWD_BINDING(bind)                                                           \
+  BJ_CONV_ATTRS(bind.Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Ret<ffi::AnyBuffer>()                                                  \
+                    .Ret<ffi::AnyBuffer>()                                                  \
+                    .Ret<ffi::AnyBuffer>())                                                 \
+      .Attr<int64_t>("zero_x")                                                              \
+      .Attr<int64_t>("zero_w")
+
+// Operand pointers of one conv call; a result that is not computed is null.
+template <class T> struct ConvArgs {
+  const T* x;
+  const T* v;
+  const T* w;
+  const T* ct;  // cotangent of out (backward)
+  T* out;
+  T* x_bar;
+  T* v_bar;
+  T* w_bar;
+  const int32_t* runs;
+  const T* scale;
+  const int32_t* snd;
+  const int32_t* rcv;
+  const int32_t* perm;  // edges sorted by the owner index of the pass
+  const int32_t* seg;
+  int64_t nx, ne, no, x_w, w_w, o_w;
+  int n_runs;
+};
+
+struct ConvShape {
+  int64_t nx, ne, no, x_w, w_w, o_w, blocks, l3max;
+
+  bool empty() const { return nx == 0 || ne == 0 || no == 0; }
+
+  static bool count_is(const ffi::AnyBuffer& b, int64_t n) {
+    return static_cast<int64_t>(b.element_count()) == n;
+  }
+
+  // Checks every operand's size against the attributes, so the kernels never index past a
+  // buffer; `owners` is the node count the seg array is over (no forward, nx backward).
+  ffi::Error validate(const ffi::AnyBuffer& x, const ffi::AnyBuffer& v, const ffi::AnyBuffer& w,
+                      const ffi::AnyBuffer& runs, const ffi::AnyBuffer& scale,
+                      const ffi::AnyBuffer& snd, const ffi::AnyBuffer& rcv,
+                      const ffi::AnyBuffer& perm, const ffi::AnyBuffer& seg, int64_t owners,
+                      ffi::DataType dtype) const {
+    if (runs.element_type() != ffi::DataType::S32 || runs.element_count() % kRunCols != 0 ||
+        !count_is(scale, int64_t(runs.element_count() / kRunCols) * kConvSlots))
+      return ffi::Error::InvalidArgument("conv: bad run table");
+    for (const ffi::AnyBuffer* b : {&x, &v, &w, &scale})
+      if (b->element_type() != dtype)
+        return ffi::Error::InvalidArgument("conv: operands must share one float dtype");
+    for (const ffi::AnyBuffer* b : {&snd, &rcv, &perm, &seg})
+      if (b->element_type() != ffi::DataType::S32)
+        return ffi::Error::InvalidArgument("conv: indices must be int32");
+    if (!count_is(x, nx * x_w) || !count_is(v, ne * 3) || !count_is(w, ne * w_w) ||
+        !count_is(snd, ne) || !count_is(rcv, ne) || !count_is(perm, ne) ||
+        !count_is(seg, owners + 1))
+      return ffi::Error::InvalidArgument("conv: operand sizes do not match the attributes");
+    return ffi::Error::Success();
+  }
+
+  // The backward's cotangent and results: a result is empty (not asked for) or full size.
+  ffi::Error validate_bwd(const ffi::AnyBuffer& ct, const ffi::AnyBuffer& x_bar,
+                          const ffi::AnyBuffer& v_bar, const ffi::AnyBuffer& w_bar) const {
+    auto ok = [&](const ffi::AnyBuffer& b, int64_t n) {
+      return (b.element_count() == 0 || count_is(b, n)) && b.element_type() == ct.element_type();
+    };
+    if (!count_is(ct, no * o_w) || !ok(x_bar, nx * x_w) || !ok(v_bar, ne * 3) || !ok(w_bar, ne * w_w))
+      return ffi::Error::InvalidArgument("conv: cotangent or result sizes do not match the attributes");
+    return ffi::Error::Success();
+  }
+
+  template <class T>
+  ConvArgs<T> args(const ffi::AnyBuffer& x, const ffi::AnyBuffer& v, const ffi::AnyBuffer& w,
+                   const ffi::AnyBuffer& runs, const ffi::AnyBuffer& scale,
+                   const ffi::AnyBuffer& snd, const ffi::AnyBuffer& rcv,
+                   const ffi::AnyBuffer& perm, const ffi::AnyBuffer& seg) const {
+    ConvArgs<T> a{};
+    a.x = x.typed_data<T>();
+    a.v = v.typed_data<T>();
+    a.w = w.typed_data<T>();
+    a.runs = runs.typed_data<int32_t>();
+    a.scale = scale.typed_data<T>();
+    a.snd = snd.typed_data<int32_t>();
+    a.rcv = rcv.typed_data<int32_t>();
+    a.perm = perm.typed_data<int32_t>();
+    a.seg = seg.typed_data<int32_t>();
+    a.nx = nx;
+    a.ne = ne;
+    a.no = no;
+    a.x_w = x_w;
+    a.w_w = w_w;
+    a.o_w = o_w;
+    a.n_runs = int(runs.element_count() / kRunCols);
+    return a;
+  }
+};
+
+// The result buffer's data, or null when it is empty (not asked for).
+template <class T> T* result_or_null(ffi::AnyBuffer& b) {
+  return b.element_count() ? b.typed_data<T>() : nullptr;
+}
+
+}  // namespace bj

@@ -1,0 +1,332 @@
+// XLA FFI CUDA handlers of the fused convolution (message passing).
+//
+// Forward: one warp per (receiver, 32-channel block of one run); lanes are channels. The warp
+// walks its receiver's edges (receiver-sorted perm/seg) 32 at a time: lane t computes edge t's
+// harmonics into shared memory, then every lane loads its channel of x[sender] once per edge
+// and adds all of the run's paths into registers (<= 51 values for l_out <= 3). The receiver's
+// row is written once: no atomics, no [E, 16] or [E, message] array.
+// Backward: (1) one warp per edge computes w_bar and dPhi/dY for every run and channel, reduces
+// dPhi/dY over the warp and applies the harmonics' backward, so v_bar leaves the kernel
+// directly; (2) one warp per (sender, block) sums x_bar over the sender's edges (sender-sorted
+// perm/seg), the same way the forward sums into receivers. Both are deterministic.
+#include "conv_ffi.h"
+#include "cuda/cuda_common.h"
+
+namespace bj {
+namespace {
+
+constexpr int kWarps = 4;  // warps per block
+
+template <class T> struct EdgeTile {
+  T y[32][17];  // harmonics of 32 edges (padded row: lane-strided stores avoid bank conflicts)
+  int e[32];    // edge id, or -1 when the edge does not exist
+  int node[32];  // the edge's other node (sender in the forward, receiver for x_bar)
+};
+
+template <class T> __device__ T warp_sum(T v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// Block b (0 <= b < blocks) of the channels of all runs -> (run k, 32-channel block cb).
+template <class T> __device__ bool find_block(const ConvArgs<T>& a, int b, int* k, int* cb) {
+  for (int i = 0; i < a.n_runs; ++i) {
+    const int nb = (ConvRun{a.runs + int64_t(kRunCols) * i}.mul() + 31) / 32;
+    if (b < nb) {
+      *k = i;
+      *cb = b;
+      return true;
+    }
+    b -= nb;
+  }
+  return false;
+}
+
+// Segment [beg, end) of node n's edges in perm order, clamped to the edge count.
+template <class T> __device__ void segment(const ConvArgs<T>& a, int64_t n, int64_t* beg, int64_t* end) {
+  *beg = min(max(int64_t(a.seg[n]), int64_t(0)), a.ne);
+  *end = min(max(int64_t(a.seg[n + 1]), *beg), a.ne);
+}
+
+// Fills the tile with edges perm[t0 .. t0+n): their harmonics and the other node of each edge
+// (`other` = snd or rcv, valid below `other_n`). Edges with an invalid id or node get e = -1.
+template <class T>
+__device__ void load_tile(const ConvArgs<T>& a, EdgeTile<T>& tile, int64_t t0, int n,
+                          const int32_t* other, int64_t other_n) {
+  const int lane = threadIdx.x & 31;
+  __syncwarp();
+  if (lane < n) {
+    const int64_t e = a.perm[t0 + lane];
+    const int64_t m = (e >= 0 && e < a.ne) ? int64_t(other[e]) : -1;
+    const bool ok = m >= 0 && m < other_n;
+    tile.e[lane] = ok ? int(e) : -1;
+    tile.node[lane] = int(m);
+    if (ok) conv_sh(a.v + 3 * e, tile.y[lane]);
+  }
+  __syncwarp();
+}
+
+// ---------------------------------------------------------------- forward
+template <class T> struct FwdRun {
+  const ConvArgs<T>& a;
+  ConvRun rn;
+  const T* scale;
+  int64_t r;
+  int u;
+  EdgeTile<T>& tile;
+
+  template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
+    constexpr int D1 = 2 * L1 + 1;
+    T acc[conv_acc_size(L1, L3MAX)];
+#pragma unroll
+    for (int i = 0; i < conv_acc_size(L1, L3MAX); ++i) acc[i] = T(0);
+    const bool active = u < rn.mul();
+    int64_t beg, end;
+    segment(a, r, &beg, &end);
+    for (int64_t t0 = beg; t0 < end; t0 += 32) {
+      const int n = int(min(int64_t(32), end - t0));
+      load_tile(a, tile, t0, n, a.snd, a.nx);
+      if (!active) continue;
+      for (int t = 0; t < n; ++t) {
+        const int e = tile.e[t];
+        if (e < 0) continue;
+        const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + rn.x_off() + int64_t(u) * rn.x_su();
+        T xl[D1];
+#pragma unroll
+        for (int i = 0; i < D1; ++i) xl[i] = xp[i];
+        const T* Y = tile.y[t];
+        const T* wrow = a.w + int64_t(e) * a.w_w;
+        for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
+          constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value, S = L2 * kConvL3 + L3;
+          if (!rn.has(S)) return;
+          const ConvSlot sl = rn.slot(S);
+          const T sw = scale[S] * wrow[sl.w_off + int64_t(u) * sl.w_su];
+          UvuTerm<L1, L2, L3, T>::out(sw, xl, Y + L2 * L2, acc + conv_acc_offset(L1, L3MAX, L2, L3));
+        });
+      }
+    }
+    if (!active) return;
+    T* orow = a.out + r * a.o_w;
+    for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
+      constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value, S = L2 * kConvL3 + L3;
+      if (!rn.has(S)) return;
+      const ConvSlot sl = rn.slot(S);
+      T* dst = orow + sl.o_off + int64_t(u) * sl.o_su;
+#pragma unroll
+      for (int k = 0; k < 2 * L3 + 1; ++k) dst[k] = acc[conv_acc_offset(L1, L3MAX, L2, L3) + k];
+    });
+  }
+};
+
+template <class T, int L3MAX> __global__ void __launch_bounds__(32 * kWarps) conv_fwd_kernel(ConvArgs<T> a, int blocks) {
+  __shared__ EdgeTile<T> tiles[kWarps];
+  const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (item >= a.no * blocks) return;
+  const int64_t r = item / blocks;
+  int k, cb;
+  if (!find_block(a, int(item % blocks), &k, &cb)) return;
+  const ConvRun rn{a.runs + int64_t(kRunCols) * k};
+  FwdRun<T> f{a, rn, a.scale + int64_t(kConvSlots) * k, r, cb * 32 + int(threadIdx.x & 31),
+              tiles[threadIdx.x / 32]};
+  dispatch_l1<L3MAX>(rn.l1(), f);
+}
+
+// ---------------------------------------------------------------- backward, per edge
+template <class T> struct BwdEdgeRun {
+  const ConvArgs<T>& a;
+  ConvRun rn;
+  const T* scale;
+  int64_t e, s, r;
+  int u;
+  const T* Y;
+  T* y_bar;  // this lane's part of dPhi/dY (16)
+
+  template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
+    constexpr int D1 = 2 * L1 + 1;
+    const T* xp = a.x + s * a.x_w + rn.x_off() + int64_t(u) * rn.x_su();
+    T xl[D1];
+#pragma unroll
+    for (int i = 0; i < D1; ++i) xl[i] = xp[i];
+    const T* crow = a.ct + r * a.o_w;
+    const T* wrow = a.w + e * a.w_w;
+    T* wbrow = a.w_bar ? a.w_bar + e * a.w_w : nullptr;
+    for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
+      constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value, S = L2 * kConvL3 + L3;
+      using Term = UvuTerm<L1, L2, L3, T>;
+      if (!rn.has(S)) return;
+      const ConvSlot sl = rn.slot(S);
+      const T* op = crow + sl.o_off + int64_t(u) * sl.o_su;
+      T ol[2 * L3 + 1];
+#pragma unroll
+      for (int k = 0; k < 2 * L3 + 1; ++k) ol[k] = op[k];
+      const int64_t w_at = sl.w_off + int64_t(u) * sl.w_su;
+      if (wbrow) wbrow[w_at] = Term::w(scale[S], xl, Y + L2 * L2, ol);
+      if (a.v_bar) Term::y(scale[S] * wrow[w_at], xl, ol, y_bar + L2 * L2);
+    });
+  }
+};
+
+template <class T, int L3MAX> __global__ void __launch_bounds__(32 * kWarps) conv_bwd_edge_kernel(ConvArgs<T> a) {
+  const int64_t e = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (e >= a.ne) return;
+  int64_t s, r;
+  if (!conv_edge(a.snd, a.rcv, e, a.nx, a.no, &s, &r)) {  // an edge that does not exist
+    if (a.w_bar)
+      for (int64_t i = lane; i < a.w_w; i += 32) a.w_bar[e * a.w_w + i] = T(0);
+    if (a.v_bar && lane < 3) a.v_bar[3 * e + lane] = T(0);
+    return;
+  }
+  T Y[16], y_bar[16];
+  conv_sh(a.v + 3 * e, Y);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) y_bar[j] = T(0);
+  for (int k = 0; k < a.n_runs; ++k) {
+    const ConvRun rn{a.runs + int64_t(kRunCols) * k};
+    for (int u = lane; u < rn.mul(); u += 32)
+      dispatch_l1<L3MAX>(rn.l1(), BwdEdgeRun<T>{a, rn, a.scale + int64_t(kConvSlots) * k, e, s, r, u, Y, y_bar});
+  }
+  if (!a.v_bar) return;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) y_bar[j] = warp_sum(y_bar[j]);
+  if (lane == 0) sh_vjp_row<3>(a.v + 3 * e, y_bar, a.v_bar + 3 * e, true);
+}
+
+// ---------------------------------------------------------------- backward, x_bar per sender
+template <class T> struct BwdXRun {
+  const ConvArgs<T>& a;
+  ConvRun rn;
+  const T* scale;
+  int64_t n_id;
+  int u;
+  EdgeTile<T>& tile;
+
+  template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
+    constexpr int D1 = 2 * L1 + 1;
+    T acc[D1];
+#pragma unroll
+    for (int i = 0; i < D1; ++i) acc[i] = T(0);
+    const bool active = u < rn.mul();
+    int64_t beg, end;
+    segment(a, n_id, &beg, &end);
+    for (int64_t t0 = beg; t0 < end; t0 += 32) {
+      const int n = int(min(int64_t(32), end - t0));
+      load_tile(a, tile, t0, n, a.rcv, a.no);
+      if (!active) continue;
+      for (int t = 0; t < n; ++t) {
+        const int e = tile.e[t];
+        if (e < 0) continue;
+        const T* crow = a.ct + int64_t(tile.node[t]) * a.o_w;
+        const T* wrow = a.w + int64_t(e) * a.w_w;
+        const T* Y = tile.y[t];
+        for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
+          constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value, S = L2 * kConvL3 + L3;
+          if (!rn.has(S)) return;
+          const ConvSlot sl = rn.slot(S);
+          const T sw = scale[S] * wrow[sl.w_off + int64_t(u) * sl.w_su];
+          UvuTerm<L1, L2, L3, T>::x(sw, Y + L2 * L2, crow + sl.o_off + int64_t(u) * sl.o_su, acc);
+        });
+      }
+    }
+    if (!active) return;
+    T* dst = a.x_bar + n_id * a.x_w + rn.x_off() + int64_t(u) * rn.x_su();
+#pragma unroll
+    for (int i = 0; i < D1; ++i) dst[i] = acc[i];
+  }
+};
+
+template <class T, int L3MAX> __global__ void __launch_bounds__(32 * kWarps) conv_bwd_x_kernel(ConvArgs<T> a, int blocks) {
+  __shared__ EdgeTile<T> tiles[kWarps];
+  const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (item >= a.nx * blocks) return;
+  const int64_t n = item / blocks;
+  int k, cb;
+  if (!find_block(a, int(item % blocks), &k, &cb)) return;
+  const ConvRun rn{a.runs + int64_t(kRunCols) * k};
+  BwdXRun<T> f{a, rn, a.scale + int64_t(kConvSlots) * k, n, cb * 32 + int(threadIdx.x & 31),
+               tiles[threadIdx.x / 32]};
+  dispatch_l1<L3MAX>(rn.l1(), f);
+}
+
+// ---------------------------------------------------------------- handlers
+cudaError_t clear(ffi::AnyBuffer& b, cudaStream_t stream) {
+  return b.element_count() ? cudaMemsetAsync(b.untyped_data(), 0, b.size_bytes(), stream) : cudaSuccess;
+}
+
+ffi::Error ConvFwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer w,
+                       ffi::AnyBuffer runs, ffi::AnyBuffer scale, ffi::AnyBuffer snd,
+                       ffi::AnyBuffer rcv, ffi::AnyBuffer perm, ffi::AnyBuffer seg,
+                       ffi::Result<ffi::AnyBuffer> out, int64_t nx, int64_t ne, int64_t no,
+                       int64_t x_w, int64_t w_w, int64_t o_w, int64_t blocks, int64_t l3max, int64_t zero_out) {
+  const ConvShape shape{nx, ne, no, x_w, w_w, o_w, blocks, l3max};
+  if (auto err = shape.validate(x, v, w, runs, scale, snd, rcv, perm, seg, no, out->element_type());
+      !err.success())
+    return err;
+  if (!ConvShape::count_is(*out, no * o_w)) return ffi::Error::InvalidArgument("conv: bad output size");
+  if (out->element_count() == 0) return ffi::Error::Success();
+  if (zero_out || shape.empty()) clear(*out, stream);
+  if (shape.empty() || blocks == 0) return cuda_status("message_passing");
+  return dispatch_float(out->element_type(), "message_passing", [&](auto tag) {
+    using T = decltype(tag);
+    ConvArgs<T> a = shape.args<T>(x, v, w, runs, scale, snd, rcv, perm, seg);
+    a.out = out->typed_data<T>();
+    const unsigned grid = grid_for(no * blocks, kWarps);
+    if (l3max <= kConvL3Small)
+      conv_fwd_kernel<T, kConvL3Small><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
+    else
+      conv_fwd_kernel<T, 6><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
+    return cuda_status("message_passing");
+  });
+}
+
+ffi::Error ConvBwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer w,
+                       ffi::AnyBuffer ct, ffi::AnyBuffer runs, ffi::AnyBuffer scale,
+                       ffi::AnyBuffer snd, ffi::AnyBuffer rcv, ffi::AnyBuffer perm,
+                       ffi::AnyBuffer seg, ffi::Result<ffi::AnyBuffer> x_bar,
+                       ffi::Result<ffi::AnyBuffer> v_bar, ffi::Result<ffi::AnyBuffer> w_bar,
+                       int64_t nx, int64_t ne, int64_t no, int64_t x_w, int64_t w_w, int64_t o_w,
+                       int64_t blocks, int64_t l3max, int64_t zero_x, int64_t zero_w) {
+  const ConvShape shape{nx, ne, no, x_w, w_w, o_w, blocks, l3max};
+  if (auto err = shape.validate(x, v, w, runs, scale, snd, rcv, perm, seg, nx, ct.element_type());
+      !err.success())
+    return err;
+  if (auto err = shape.validate_bwd(ct, *x_bar, *v_bar, *w_bar); !err.success()) return err;
+  if (shape.empty() || blocks == 0) {
+    for (ffi::AnyBuffer* b : {&*x_bar, &*v_bar, &*w_bar}) clear(*b, stream);
+    return cuda_status("message_passing");
+  }
+  if (zero_x) clear(*x_bar, stream);
+  if (zero_w) clear(*w_bar, stream);
+  return dispatch_float(ct.element_type(), "message_passing", [&](auto tag) {
+    using T = decltype(tag);
+    ConvArgs<T> a = shape.args<T>(x, v, w, runs, scale, snd, rcv, perm, seg);
+    a.ct = ct.typed_data<T>();
+    a.x_bar = result_or_null<T>(*x_bar);
+    a.v_bar = result_or_null<T>(*v_bar);
+    a.w_bar = result_or_null<T>(*w_bar);
+    const bool small = l3max <= kConvL3Small;
+    if (a.v_bar || a.w_bar) {
+      const unsigned grid = grid_for(ne, kWarps);
+      if (small) conv_bwd_edge_kernel<T, kConvL3Small><<<grid, 32 * kWarps, 0, stream>>>(a);
+      else conv_bwd_edge_kernel<T, 6><<<grid, 32 * kWarps, 0, stream>>>(a);
+    }
+    if (a.x_bar) {
+      const unsigned grid = grid_for(nx * blocks, kWarps);
+      if (small) conv_bwd_x_kernel<T, kConvL3Small><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
+      else conv_bwd_x_kernel<T, 6><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
+    }
+    return cuda_status("message_passing");
+  });
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bj_conv_fwd_cuda, ConvFwdCuda,
+                              BJ_CONV_FWD_BINDING(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>()),
+                              {ffi::Traits::kCmdBufferCompatible});
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bj_conv_bwd_cuda, ConvBwdCuda,
+                              BJ_CONV_BWD_BINDING(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>()),
+                              {ffi::Traits::kCmdBufferCompatible});
+
+}  // namespace bj

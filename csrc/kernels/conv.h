@@ -1,0 +1,98 @@
+// The fused convolution (gather x[sender], spherical harmonics of the edge vector, channel-wise
+// product with per-edge weights, sum into the receiver), per element, shared by CPU and CUDA.
+//
+// A *run* is a block of `mul` channels of x with one l1 (x[x_off + u*x_su + i], i < 2l1+1),
+// together with its paths to every (l2, l3): slot l2*7 + l3 holds the output and weight
+// offsets of path (l1, l2, l3), or o_off < 0 when the path is absent. Within a run the
+// output and weight offsets of channel u are o_off + u*o_su and w_off + u*w_su. The harmonics
+// of an edge are Y = sh(v / |v|) with blocks l2 at [l2^2, (l2+1)^2). batteries_jax/_conv_plan.py
+// builds the run table from a path list.
+#pragma once
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/hd.h"
+#include "kernels/sh.h"
+#include "kernels/uvu.h"
+
+namespace bj {
+
+constexpr int kConvL3 = 7;             // l3 = 0..6
+constexpr int kConvSlots = 4 * kConvL3;  // (l2, l3), l2 = 0..3
+constexpr int kRunHead = 5;            // l1, x_off, mul, x_su, slot mask
+constexpr int kConvL3Small = 3;        // calls whose paths all have l_out <= 3
+constexpr int kRunCols = kRunHead + 4 * kConvSlots;
+
+struct ConvSlot {
+  int o_off, o_su, w_off, w_su;
+};
+
+struct ConvRun {
+  const int32_t* row;
+  BJ_HD int l1() const { return row[0]; }
+  BJ_HD int x_off() const { return row[1]; }
+  BJ_HD int mul() const { return row[2]; }
+  BJ_HD int x_su() const { return row[3]; }
+  BJ_HD bool has(int slot) const { return (row[4] >> slot) & 1; }
+  BJ_HD ConvSlot slot(int s) const {
+    const int32_t* p = row + kRunHead + 4 * s;
+    return ConvSlot{p[0], p[1], p[2], p[3]};
+  }
+};
+
+// Calls f(integral_constant<B>), ..., f(integral_constant<E-1>) with compile-time indices.
+template <int B, int E, class F> BJ_HD void static_for(F&& f) {
+  if constexpr (B < E) {
+    f(std::integral_constant<int, B>{});
+    static_for<B + 1, E>(f);
+  }
+}
+
+constexpr int conv_abs(int a) { return a < 0 ? -a : a; }
+constexpr int conv_min(int a, int b) { return a < b ? a : b; }
+
+// Calls f(l2, l3) (integral constants) for every path (L1, l2, l3) with l3 <= L3MAX.
+template <int L1, int L3MAX, class F> BJ_HD void for_each_conv_path(F&& f) {
+  static_for<0, 4>([&](auto l2) {
+    constexpr int L2 = decltype(l2)::value;
+    static_for<conv_abs(L1 - L2), conv_min(L1 + L2, L3MAX) + 1>([&](auto l3) { f(l2, l3); });
+  });
+}
+
+// Registers a run needs to hold one channel's outputs of all its paths, and where path
+// (L2, L3) starts among them.
+constexpr int conv_acc_offset(int L1, int L3MAX, int L2e, int L3e) {
+  int off = 0;
+  for (int l2 = 0; l2 < 4; ++l2)
+    for (int l3 = conv_abs(L1 - l2); l3 <= conv_min(L1 + l2, L3MAX); ++l3) {
+      if (l2 == L2e && l3 == L3e) return off;
+      off += 2 * l3 + 1;
+    }
+  return off;
+}
+constexpr int conv_acc_size(int L1, int L3MAX) { return conv_acc_offset(L1, L3MAX, 4, 0); }
+
+// Rows of edge e, or false if it does not exist (either index outside [0, nodes)).
+BJ_HD bool conv_edge(const int32_t* snd, const int32_t* rcv, int64_t e, int64_t nx,
+                            int64_t no, int64_t* s, int64_t* r) {
+  *s = snd[e];
+  *r = rcv[e];
+  return *s >= 0 && *s < nx && *r >= 0 && *r < no;
+}
+
+// The harmonics every conv kernel uses: all 16 components (blocks beyond the paths' l2 are
+// computed and ignored; that costs less than a branch per l).
+template <class T> BJ_HD void conv_sh(const T* v, T* Y) { sh_fwd_row<3>(v, Y, true); }
+
+// Runtime l1 -> f.template run<L1, L3MAX>(). L3MAX bounds the l_out of every path of the call
+// (3 or 6), so that registers are sized for what the call needs.
+template <int L3MAX, class F> BJ_HD void dispatch_l1(int l1, F&& f) {
+  switch (l1) {
+    case 0: f.template run<0, L3MAX>(); break;
+    case 1: f.template run<1, L3MAX>(); break;
+    case 2: f.template run<2, L3MAX>(); break;
+    default: f.template run<3, L3MAX>(); break;
+  }
+}
+
+}  // namespace bj
