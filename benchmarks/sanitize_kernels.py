@@ -1,0 +1,30 @@
+"""Run every CUDA kernel once on small inputs with padding indices, for compute-sanitizer:
+
+    compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py
+"""
+import e3nn_jax as e3nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import batteries_jax as bj
+import batteries_jax.e3nn as bje
+
+jax.config.update("jax_enable_x64", True)
+rng = np.random.default_rng(0)
+for dtype in (jnp.float32, jnp.float64):
+    for irreps, filt in (("40x0e+33x1o+8x2e+3x3o", "0e+1o+2e+3o"), ("2x0e+2x1o+1x2e+1x3o", None)):
+        n, e = 50, 400
+        snd = rng.integers(-2, n + 2, e)
+        rcv = rng.integers(-2, n + 2, e)
+        x = e3nn.IrrepsArray(irreps, jnp.asarray(rng.normal(size=(n, e3nn.Irreps(irreps).dim)), dtype))
+        v = jnp.asarray(rng.normal(size=(e, 3)), dtype).at[0].set(0.0)
+        nw = e3nn.tensor_product(e3nn.Irreps(irreps), e3nn.Irreps("0e+1o+2e+3o"), filter_ir_out=filt).num_irreps
+        w = jnp.asarray(rng.normal(size=(e, nw)), dtype)
+        f = lambda x, v, w: jnp.sum(bje.message_passing(e3nn.IrrepsArray(irreps, x), v, w, snd, rcv, n, filter_ir_out=filt).array ** 2)
+        g = jax.jit(jax.grad(f, (0, 1, 2)))(x.array, v, w)
+        jax.block_until_ready(g)
+    y = bj.spherical_harmonics(v)
+    jax.block_until_ready(jax.grad(lambda v: jnp.sum(bj.spherical_harmonics(v) ** 2))(v))
+    jax.block_until_ready(bj.tensor_product_simple(y, y))
+print("sanitize run done")
