@@ -2,9 +2,11 @@
 //
 // bj_conv_fwd:  x [nx, x_w], v [ne, 3], w [ne, w_w], runs int32 [R, kRunCols], scale [R, 28],
 //               snd, rcv, rcv_perm int32 [ne], rcv_seg int32 [no + 1]  ->  out [no, o_w]
-// bj_conv_bwd:  x, v, w, ct [no, o_w], runs, scale, snd, rcv, snd_perm [ne], snd_seg [nx + 1]
-//               -> x_bar [nx, x_w], v_bar [ne, 3], w_bar [ne, w_w]; a result that was not asked
-//               for (need_* = 0) is an empty array.
+// bj_conv_bwd:  x, v, w, ct [no, o_w], runs, scale, snd, rcv, snd_perm [ne], snd_seg [nx + 1],
+//               rcv_perm [ne], rcv_seg [no + 1]
+//               -> x_bar [nx, x_w], v_bar [ne, 3], w_bar [ne, w_w], y_part [ne, blocks, 16]; a
+//               result that was not asked for is an empty array. y_part is scratch for v_bar
+//               (each channel block's part of dPhi/dY; empty when v_bar is not asked for).
 // perm/seg: the edges sorted by receiver (forward) or sender (x_bar), and where each node's
 // run of edges starts; one worker owns one node's row, so no atomics are needed. zero_*: the
 // paths do not cover every column of that result, so it is cleared first. blocks: the number of
@@ -50,6 +52,9 @@ namespace bj {
                     .Arg<ffi::AnyBuffer>()                                                  \
                     .Arg<ffi::AnyBuffer>()                                                  \
                     .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Arg<ffi::AnyBuffer>()                                                  \
+                    .Ret<ffi::AnyBuffer>()                                                  \
                     .Ret<ffi::AnyBuffer>()                                                  \
                     .Ret<ffi::AnyBuffer>()                                                  \
                     .Ret<ffi::AnyBuffer>())                                                 \
@@ -108,14 +113,23 @@ struct ConvShape {
     return ffi::Error::Success();
   }
 
-  // The backward's cotangent and results: a result is empty (not asked for) or full size.
+  // The backward's extra operands and results: a result is empty (not asked for) or full
+  // size; the scratch y_part is full size exactly when v_bar is asked for.
   ffi::Error validate_bwd(const ffi::AnyBuffer& ct, const ffi::AnyBuffer& x_bar,
-                          const ffi::AnyBuffer& v_bar, const ffi::AnyBuffer& w_bar) const {
+                          const ffi::AnyBuffer& v_bar, const ffi::AnyBuffer& w_bar,
+                          const ffi::AnyBuffer& rcv_perm, const ffi::AnyBuffer& rcv_seg,
+                          const ffi::AnyBuffer& y_part) const {
     auto ok = [&](const ffi::AnyBuffer& b, int64_t n) {
       return (b.element_count() == 0 || count_is(b, n)) && b.element_type() == ct.element_type();
     };
-    if (!count_is(ct, no * o_w) || !ok(x_bar, nx * x_w) || !ok(v_bar, ne * 3) || !ok(w_bar, ne * w_w))
+    const bool part_ok = count_is(y_part, v_bar.element_count() ? ne * blocks * 16 : 0) &&
+                         y_part.element_type() == ct.element_type();
+    if (!count_is(ct, no * o_w) || !ok(x_bar, nx * x_w) || !ok(v_bar, ne * 3) ||
+        !ok(w_bar, ne * w_w) || !part_ok)
       return ffi::Error::InvalidArgument("conv: cotangent or result sizes do not match the attributes");
+    if (rcv_perm.element_type() != ffi::DataType::S32 || rcv_seg.element_type() != ffi::DataType::S32 ||
+        !count_is(rcv_perm, ne) || !count_is(rcv_seg, no + 1))
+      return ffi::Error::InvalidArgument("conv: bad receiver order");
     return ffi::Error::Success();
   }
 

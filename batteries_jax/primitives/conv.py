@@ -186,10 +186,12 @@ def _bwd_lower(x, v, w, ct, snd, rcv, snd_perm, snd_seg, rcv_perm, rcv_seg, *, n
     runs, scale = _tables(plan, ct.dtype)
     full = [(nx, plan.paths.x_width), (ne, 3), (ne, plan.paths.w_width)]
     results = [jax.ShapeDtypeStruct(s if n else (0,), ct.dtype) for s, n in zip(full, need)]
+    # scratch of the CUDA kernels: each channel block's part of dPhi/dY, summed in fixed order
+    results.append(jax.ShapeDtypeStruct((ne, plan.blocks, 16) if need[1] else (0,), ct.dtype))
     outs = jax.ffi.ffi_call("bj_conv_bwd", results)(
-        x, v, w, ct, runs, scale, snd, rcv, snd_perm, snd_seg, **_attrs(plan, nx, ne, no),
-        zero_x=np.int64(plan.zero_x), zero_w=np.int64(plan.zero_w))
-    return [o for o, n in zip(outs, need) if n]
+        x, v, w, ct, runs, scale, snd, rcv, snd_perm, snd_seg, rcv_perm, rcv_seg,
+        **_attrs(plan, nx, ne, no), zero_x=np.int64(plan.zero_x), zero_w=np.int64(plan.zero_w))
+    return [o for o, n in zip(outs[:3], need) if n]
 
 
 def _bwd_jvp(primals, tangents, *, need, plan, nx, ne, no):

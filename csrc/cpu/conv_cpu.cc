@@ -104,8 +104,9 @@ ffi::Error ConvFwdCpu(ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer w, ffi:
 ffi::Error ConvBwdCpu(ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer w, ffi::AnyBuffer ct,
                       ffi::AnyBuffer runs, ffi::AnyBuffer scale, ffi::AnyBuffer snd,
                       ffi::AnyBuffer rcv, ffi::AnyBuffer perm, ffi::AnyBuffer seg,
+                      ffi::AnyBuffer rcv_perm, ffi::AnyBuffer rcv_seg,
                       ffi::Result<ffi::AnyBuffer> x_bar, ffi::Result<ffi::AnyBuffer> v_bar,
-                      ffi::Result<ffi::AnyBuffer> w_bar, int64_t nx, int64_t ne, int64_t no,
+                      ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> y_part, int64_t nx, int64_t ne, int64_t no,
                       int64_t x_w, int64_t w_w, int64_t o_w, int64_t blocks, int64_t l3max, int64_t zero_x,
                       int64_t zero_w) {
   (void)zero_x;
@@ -115,8 +116,10 @@ ffi::Error ConvBwdCpu(ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer w, ffi:
   if (auto err = shape.validate(x, v, w, runs, scale, snd, rcv, perm, seg, nx, ct.element_type());
       !err.success())
     return err;
-  if (auto err = shape.validate_bwd(ct, *x_bar, *v_bar, *w_bar); !err.success()) return err;
-  for (ffi::AnyBuffer* b : {&*x_bar, &*v_bar, &*w_bar}) clear(*b);
+  if (auto err = shape.validate_bwd(ct, *x_bar, *v_bar, *w_bar, rcv_perm, rcv_seg, *y_part);
+      !err.success())
+    return err;
+  for (ffi::AnyBuffer* b : {&*x_bar, &*v_bar, &*w_bar, &*y_part}) clear(*b);  // y_part: unused here
   if (shape.empty()) return ffi::Error::Success();
   return dispatch_float(ct.element_type(), "message_passing", [&](auto tag) {
     using T = decltype(tag);

@@ -5,10 +5,11 @@
 // harmonics into shared memory, then every lane loads its channel of x[sender] once per edge
 // and adds all of the run's paths into registers (<= 51 values for l_out <= 3). The receiver's
 // row is written once: no atomics, no [E, 16] or [E, message] array.
-// Backward: (1) one warp per edge computes w_bar and dPhi/dY for every run and channel, reduces
-// dPhi/dY over the warp and applies the harmonics' backward, so v_bar leaves the kernel
-// directly; (2) one warp per (sender, block) sums x_bar over the sender's edges (sender-sorted
-// perm/seg), the same way the forward sums into receivers. Both are deterministic.
+// Backward: (1) the same receiver-owned walk, with the receiver's cotangent slice held in
+// registers, writes w_bar and each block's part of dPhi/dY (16 numbers per edge and block, an
+// extra output of the call); (2) one warp per edge adds the parts in a fixed order and applies
+// the harmonics' backward, so v_bar leaves the kernel directly; (3) one warp per (sender, block)
+// sums x_bar over the sender's edges (sender-sorted perm/seg). All three are deterministic.
 #include "conv_ffi.h"
 #include "cuda/cuda_common.h"
 
@@ -49,22 +50,49 @@ template <class T> __device__ void segment(const ConvArgs<T>& a, int64_t n, int6
   *end = min(max(int64_t(a.seg[n + 1]), *beg), a.ne);
 }
 
-// Fills the tile with edges perm[t0 .. t0+n): their harmonics and the other node of each edge
-// (`other` = snd or rcv, valid below `other_n`). Edges with an invalid id or node get e = -1.
+// Fills the tile with the edges among perm[t0 .. t0+n) that exist and belong to `owner`
+// (own[e] == owner; after a vmap fold a segment can reach into padding of the next batch), packed
+// to the front; returns how many. For each, its harmonics and its other node (`other` = snd or
+// rcv, valid below other_n).
 template <class T>
-__device__ void load_tile(const ConvArgs<T>& a, EdgeTile<T>& tile, int64_t t0, int n,
-                          const int32_t* other, int64_t other_n) {
+__device__ int load_tile(const ConvArgs<T>& a, EdgeTile<T>& tile, int64_t t0, int n,
+                         const int32_t* own, int64_t owner, const int32_t* other, int64_t other_n) {
   const int lane = threadIdx.x & 31;
-  __syncwarp();
+  int64_t e = -1, m = -1;
   if (lane < n) {
-    const int64_t e = a.perm[t0 + lane];
-    const int64_t m = (e >= 0 && e < a.ne) ? int64_t(other[e]) : -1;
-    const bool ok = m >= 0 && m < other_n;
-    tile.e[lane] = ok ? int(e) : -1;
-    tile.node[lane] = int(m);
-    if (ok) conv_sh(a.v + 3 * e, tile.y[lane]);
+    e = a.perm[t0 + lane];
+    if (e >= 0 && e < a.ne && own[e] == owner) m = other[e];
+  }
+  const bool ok = m >= 0 && m < other_n;
+  const unsigned mask = __ballot_sync(0xffffffffu, ok);
+  const int slot = __popc(mask & ((1u << lane) - 1u));
+  __syncwarp();
+  if (ok) {
+    tile.e[slot] = int(e);
+    tile.node[slot] = int(m);
+    conv_sh(a.v + 3 * e, tile.y[slot]);
   }
   __syncwarp();
+  return __popc(mask);
+}
+
+// The run's cotangent slice of receiver r for channel u, in the accumulator layout.
+template <class T, int L1, int L3MAX>
+__device__ __forceinline__ void load_ct(const ConvArgs<T>& a, const ConvRun& rn, int64_t r, int u, T* c) {
+  const T* crow = a.ct + r * a.o_w;
+  for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
+    constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value, S = L2 * kConvL3 + L3;
+    constexpr int off = conv_acc_offset(L1, L3MAX, L2, L3);
+    if (!rn.has(S)) {
+#pragma unroll
+      for (int k = 0; k < 2 * L3 + 1; ++k) c[off + k] = T(0);
+      return;
+    }
+    const ConvSlot sl = rn.slot(S);
+    const T* src = crow + sl.o_off + int64_t(u) * sl.o_su;
+#pragma unroll
+    for (int k = 0; k < 2 * L3 + 1; ++k) c[off + k] = src[k];
+  });
 }
 
 // ---------------------------------------------------------------- forward
@@ -85,12 +113,11 @@ template <class T> struct FwdRun {
     int64_t beg, end;
     segment(a, r, &beg, &end);
     for (int64_t t0 = beg; t0 < end; t0 += 32) {
-      const int n = int(min(int64_t(32), end - t0));
-      load_tile(a, tile, t0, n, a.snd, a.nx);
+      const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.rcv, r, a.snd, a.nx);
       if (!active) continue;
+#pragma unroll 2
       for (int t = 0; t < n; ++t) {
         const int e = tile.e[t];
-        if (e < 0) continue;
         const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + rn.x_off() + int64_t(u) * rn.x_su();
         T xl[D1];
 #pragma unroll
@@ -132,65 +159,100 @@ template <class T, int L3MAX> __global__ void __launch_bounds__(32 * kWarps) con
   dispatch_l1<L3MAX>(rn.l1(), f);
 }
 
-// ---------------------------------------------------------------- backward, per edge
-template <class T> struct BwdEdgeRun {
+// ---------------------------------------------------------------- backward, receiver-owned
+// w_bar of every edge into r, and block b's part of dPhi/dY of each edge: y_part[e, b, 16].
+template <class T> struct BwdRcvRun {
   const ConvArgs<T>& a;
   ConvRun rn;
   const T* scale;
-  int64_t e, s, r;
-  int u;
-  const T* Y;
-  T* y_bar;  // this lane's part of dPhi/dY (16)
+  int64_t r;
+  int u, b, blocks;
+  T* y_part;
+  EdgeTile<T>& tile;
 
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
     constexpr int D1 = 2 * L1 + 1;
-    const T* xp = a.x + s * a.x_w + rn.x_off() + int64_t(u) * rn.x_su();
-    T xl[D1];
+    const int lane = threadIdx.x & 31;
+    const bool active = u < rn.mul();
+    T c[conv_acc_size(L1, L3MAX)];
+    if (active) load_ct<T, L1, L3MAX>(a, rn, r, u, c);
+    int64_t beg, end;
+    segment(a, r, &beg, &end);
+    for (int64_t t0 = beg; t0 < end; t0 += 32) {
+      const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.rcv, r, a.snd, a.nx);
+      for (int t = 0; t < n; ++t) {
+        const int64_t e = tile.e[t];
+        const T* Y = tile.y[t];
+        T yb[16];
 #pragma unroll
-    for (int i = 0; i < D1; ++i) xl[i] = xp[i];
-    const T* crow = a.ct + r * a.o_w;
-    const T* wrow = a.w + e * a.w_w;
-    T* wbrow = a.w_bar ? a.w_bar + e * a.w_w : nullptr;
-    for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
-      constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value, S = L2 * kConvL3 + L3;
-      using Term = UvuTerm<L1, L2, L3, T>;
-      if (!rn.has(S)) return;
-      const ConvSlot sl = rn.slot(S);
-      const T* op = crow + sl.o_off + int64_t(u) * sl.o_su;
-      T ol[2 * L3 + 1];
+        for (int j = 0; j < 16; ++j) yb[j] = T(0);
+        if (active) {
+          const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + rn.x_off() + int64_t(u) * rn.x_su();
+          T xl[D1];
 #pragma unroll
-      for (int k = 0; k < 2 * L3 + 1; ++k) ol[k] = op[k];
-      const int64_t w_at = sl.w_off + int64_t(u) * sl.w_su;
-      if (wbrow) wbrow[w_at] = Term::w(scale[S], xl, Y + L2 * L2, ol);
-      if (a.v_bar) Term::y(scale[S] * wrow[w_at], xl, ol, y_bar + L2 * L2);
-    });
+          for (int i = 0; i < D1; ++i) xl[i] = xp[i];
+          const T* wrow = a.w + e * a.w_w;
+          T* wbrow = a.w_bar ? a.w_bar + e * a.w_w : nullptr;
+          for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
+            constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value, S = L2 * kConvL3 + L3;
+            constexpr int off = conv_acc_offset(L1, L3MAX, L2, L3);
+            using Term = UvuTerm<L1, L2, L3, T>;
+            if (!rn.has(S)) return;
+            const ConvSlot sl = rn.slot(S);
+            const int64_t w_at = sl.w_off + int64_t(u) * sl.w_su;
+            if (wbrow) wbrow[w_at] = Term::w(scale[S], xl, Y + L2 * L2, c + off);
+            if (y_part) Term::y(scale[S] * wrow[w_at], xl, c + off, yb + L2 * L2);
+          });
+        }
+        if (!y_part) continue;
+        T mine = T(0);
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          const T sum = warp_sum(yb[j]);
+          if (lane == j) mine = sum;
+        }
+        if (lane < 16) y_part[(e * blocks + b) * 16 + lane] = mine;
+      }
+    }
   }
 };
 
-template <class T, int L3MAX> __global__ void __launch_bounds__(32 * kWarps) conv_bwd_edge_kernel(ConvArgs<T> a) {
+template <class T, int L3MAX>
+__global__ void __launch_bounds__(32 * kWarps) conv_bwd_rcv_kernel(ConvArgs<T> a, int blocks, T* y_part) {
+  __shared__ EdgeTile<T> tiles[kWarps];
+  const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (item >= a.no * blocks) return;
+  const int b = int(item % blocks);
+  int k, cb;
+  if (!find_block(a, b, &k, &cb)) return;
+  const ConvRun rn{a.runs + int64_t(kRunCols) * k};
+  BwdRcvRun<T> f{a, rn, a.scale + int64_t(kConvSlots) * k, item / blocks,
+                 cb * 32 + int(threadIdx.x & 31), b, blocks, y_part, tiles[threadIdx.x / 32]};
+  dispatch_l1<L3MAX>(rn.l1(), f);
+}
+
+// One warp per edge: v_bar = J^T (sum over blocks of y_part), and zero w_bar rows of edges that
+// do not exist (no receiver-owned warp visits them).
+template <class T>
+__global__ void __launch_bounds__(32 * kWarps) conv_bwd_edge_kernel(ConvArgs<T> a, int blocks, const T* y_part) {
   const int64_t e = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (e >= a.ne) return;
   int64_t s, r;
-  if (!conv_edge(a.snd, a.rcv, e, a.nx, a.no, &s, &r)) {  // an edge that does not exist
+  if (!conv_edge(a.snd, a.rcv, e, a.nx, a.no, &s, &r)) {
     if (a.w_bar)
       for (int64_t i = lane; i < a.w_w; i += 32) a.w_bar[e * a.w_w + i] = T(0);
     if (a.v_bar && lane < 3) a.v_bar[3 * e + lane] = T(0);
     return;
   }
-  T Y[16], y_bar[16];
-  conv_sh(a.v + 3 * e, Y);
-#pragma unroll
-  for (int j = 0; j < 16; ++j) y_bar[j] = T(0);
-  for (int k = 0; k < a.n_runs; ++k) {
-    const ConvRun rn{a.runs + int64_t(kRunCols) * k};
-    for (int u = lane; u < rn.mul(); u += 32)
-      dispatch_l1<L3MAX>(rn.l1(), BwdEdgeRun<T>{a, rn, a.scale + int64_t(kConvSlots) * k, e, s, r, u, Y, y_bar});
-  }
   if (!a.v_bar) return;
+  T part = T(0);  // lane j < 16: component j, summed over blocks in order
+  if (lane < 16)
+    for (int b = 0; b < blocks; ++b) part += y_part[(e * blocks + b) * 16 + lane];
+  T g[16];
 #pragma unroll
-  for (int j = 0; j < 16; ++j) y_bar[j] = warp_sum(y_bar[j]);
-  if (lane == 0) sh_vjp_row<3>(a.v + 3 * e, y_bar, a.v_bar + 3 * e, true);
+  for (int j = 0; j < 16; ++j) g[j] = __shfl_sync(0xffffffffu, part, j);
+  if (lane == 0) sh_vjp_row<3>(a.v + 3 * e, g, a.v_bar + 3 * e, true);
 }
 
 // ---------------------------------------------------------------- backward, x_bar per sender
@@ -211,12 +273,11 @@ template <class T> struct BwdXRun {
     int64_t beg, end;
     segment(a, n_id, &beg, &end);
     for (int64_t t0 = beg; t0 < end; t0 += 32) {
-      const int n = int(min(int64_t(32), end - t0));
-      load_tile(a, tile, t0, n, a.rcv, a.no);
+      const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.snd, n_id, a.rcv, a.no);
       if (!active) continue;
+#pragma unroll 2
       for (int t = 0; t < n; ++t) {
         const int e = tile.e[t];
-        if (e < 0) continue;
         const T* crow = a.ct + int64_t(tile.node[t]) * a.o_w;
         const T* wrow = a.w + int64_t(e) * a.w_w;
         const T* Y = tile.y[t];
@@ -282,16 +343,18 @@ ffi::Error ConvFwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
 
 ffi::Error ConvBwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer w,
                        ffi::AnyBuffer ct, ffi::AnyBuffer runs, ffi::AnyBuffer scale,
-                       ffi::AnyBuffer snd, ffi::AnyBuffer rcv, ffi::AnyBuffer perm,
-                       ffi::AnyBuffer seg, ffi::Result<ffi::AnyBuffer> x_bar,
-                       ffi::Result<ffi::AnyBuffer> v_bar, ffi::Result<ffi::AnyBuffer> w_bar,
+                       ffi::AnyBuffer snd, ffi::AnyBuffer rcv, ffi::AnyBuffer snd_perm,
+                       ffi::AnyBuffer snd_seg, ffi::AnyBuffer rcv_perm, ffi::AnyBuffer rcv_seg,
+                       ffi::Result<ffi::AnyBuffer> x_bar, ffi::Result<ffi::AnyBuffer> v_bar,
+                       ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> y_part,
                        int64_t nx, int64_t ne, int64_t no, int64_t x_w, int64_t w_w, int64_t o_w,
                        int64_t blocks, int64_t l3max, int64_t zero_x, int64_t zero_w) {
   const ConvShape shape{nx, ne, no, x_w, w_w, o_w, blocks, l3max};
-  if (auto err = shape.validate(x, v, w, runs, scale, snd, rcv, perm, seg, nx, ct.element_type());
+  if (auto err = shape.validate(x, v, w, runs, scale, snd, rcv, snd_perm, snd_seg, nx, ct.element_type());
       !err.success())
     return err;
-  if (auto err = shape.validate_bwd(ct, *x_bar, *v_bar, *w_bar); !err.success()) return err;
+  if (auto err = shape.validate_bwd(ct, *x_bar, *v_bar, *w_bar, rcv_perm, rcv_seg, *y_part); !err.success())
+    return err;
   if (shape.empty() || blocks == 0) {
     for (ffi::AnyBuffer* b : {&*x_bar, &*v_bar, &*w_bar}) clear(*b, stream);
     return cuda_status("message_passing");
@@ -300,17 +363,22 @@ ffi::Error ConvBwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
   if (zero_w) clear(*w_bar, stream);
   return dispatch_float(ct.element_type(), "message_passing", [&](auto tag) {
     using T = decltype(tag);
-    ConvArgs<T> a = shape.args<T>(x, v, w, runs, scale, snd, rcv, perm, seg);
+    const bool small = l3max <= kConvL3Small;
+    ConvArgs<T> a = shape.args<T>(x, v, w, runs, scale, snd, rcv, rcv_perm, rcv_seg);
     a.ct = ct.typed_data<T>();
-    a.x_bar = result_or_null<T>(*x_bar);
     a.v_bar = result_or_null<T>(*v_bar);
     a.w_bar = result_or_null<T>(*w_bar);
-    const bool small = l3max <= kConvL3Small;
+    T* part = a.v_bar ? y_part->typed_data<T>() : nullptr;
     if (a.v_bar || a.w_bar) {
-      const unsigned grid = grid_for(ne, kWarps);
-      if (small) conv_bwd_edge_kernel<T, kConvL3Small><<<grid, 32 * kWarps, 0, stream>>>(a);
-      else conv_bwd_edge_kernel<T, 6><<<grid, 32 * kWarps, 0, stream>>>(a);
+      const unsigned grid = grid_for(no * blocks, kWarps);
+      if (small) conv_bwd_rcv_kernel<T, kConvL3Small><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
+      else conv_bwd_rcv_kernel<T, 6><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
+      conv_bwd_edge_kernel<T><<<grid_for(ne, kWarps), 32 * kWarps, 0, stream>>>(a, int(blocks), part);
     }
+    a.v_bar = a.w_bar = nullptr;
+    a.x_bar = result_or_null<T>(*x_bar);
+    a.perm = snd_perm.typed_data<int32_t>();
+    a.seg = snd_seg.typed_data<int32_t>();
     if (a.x_bar) {
       const unsigned grid = grid_for(nx * blocks, kWarps);
       if (small) conv_bwd_x_kernel<T, kConvL3Small><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));

@@ -25,38 +25,48 @@ BJ_HD PathDesc load_desc(const int32_t* row) {
 
 // Contributions of one (edge, path, channel): xu, ou point at the channel's segment of x and o,
 // y at the path's segment of y; sw = scale * weight. Each adds into its role's local vector.
+// The sums are factored so that every nonzero C costs one FMA on a product that other terms
+// (and other paths of the same l1, l2, once inlined together) share, and sw multiplies once
+// per output component.
 template <int L1, int L2, int L3, class T> struct UvuTerm {
   static constexpr int D1 = 2 * L1 + 1, D2 = 2 * L2 + 1, D3 = 2 * L3 + 1;
 
   // role O: c[k] += sw sum_ij C x_i y_j
   BJ_HD static void out(T sw, const T* xu, const T* y, T* c) {
-    T xl[D1], yl[D2];
+    T xl[D1], yl[D2], t[D3];
     for (int i = 0; i < D1; ++i) xl[i] = xu[i];
     for (int j = 0; j < D2; ++j) yl[j] = y[j];
-    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { c[k] += sw * (T(v) * xl[i] * yl[j]); });
+    for (int k = 0; k < D3; ++k) t[k] = T(0);
+    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { t[k] += T(v) * (xl[i] * yl[j]); });
+    for (int k = 0; k < D3; ++k) c[k] += sw * t[k];
   }
   // role X: c[i] += sw sum_jk C y_j o_k
   BJ_HD static void x(T sw, const T* y, const T* ou, T* c) {
-    T yl[D2], ol[D3];
+    T yl[D2], ol[D3], t[D1];
     for (int j = 0; j < D2; ++j) yl[j] = y[j];
     for (int k = 0; k < D3; ++k) ol[k] = ou[k];
-    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { c[i] += sw * (T(v) * yl[j] * ol[k]); });
+    for (int i = 0; i < D1; ++i) t[i] = T(0);
+    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { t[i] += T(v) * (yl[j] * ol[k]); });
+    for (int i = 0; i < D1; ++i) c[i] += sw * t[i];
   }
   // role Y: c[j] += sw sum_ik C x_i o_k
   BJ_HD static void y(T sw, const T* xu, const T* ou, T* c) {
-    T xl[D1], ol[D3];
+    T xl[D1], ol[D3], t[D2];
     for (int i = 0; i < D1; ++i) xl[i] = xu[i];
     for (int k = 0; k < D3; ++k) ol[k] = ou[k];
-    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { c[j] += sw * (T(v) * xl[i] * ol[k]); });
+    for (int j = 0; j < D2; ++j) t[j] = T(0);
+    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { t[j] += T(v) * (xl[i] * ol[k]); });
+    for (int j = 0; j < D2; ++j) c[j] += sw * t[j];
   }
   // role W: returns s sum_ijk C x_i y_j o_k
   BJ_HD static T w(T s, const T* xu, const T* y, const T* ou) {
-    T xl[D1], yl[D2], ol[D3];
+    T xl[D1], yl[D2], t[D3];
     for (int i = 0; i < D1; ++i) xl[i] = xu[i];
     for (int j = 0; j < D2; ++j) yl[j] = y[j];
-    for (int k = 0; k < D3; ++k) ol[k] = ou[k];
+    for (int k = 0; k < D3; ++k) t[k] = T(0);
+    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { t[k] += T(v) * (xl[i] * yl[j]); });
     T acc = T(0);
-    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { acc += T(v) * xl[i] * yl[j] * ol[k]; });
+    for (int k = 0; k < D3; ++k) acc += t[k] * ou[k];
     return s * acc;
   }
 };
