@@ -91,7 +91,7 @@ def conv_plan(paths: PathList) -> Optional[ConvPlan]:
     rows, scales = [], []
     for key, slots in runs.items():
         mask = sum(1 << s for s in slots)
-        table = [(-1, 0, 0, 0)] * SLOTS
+        table = [(0, 0, 0, 0)] * SLOTS  # absent (mask bit clear): offsets 0 stay in bounds
         for s, v in slots.items():
             table[s] = v
         rows.append(tuple(key) + (mask,) + tuple(v for t in table for v in t))

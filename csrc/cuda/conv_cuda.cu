@@ -76,23 +76,32 @@ __device__ int load_tile(const ConvArgs<T>& a, EdgeTile<T>& tile, int64_t t0, in
   return __popc(mask);
 }
 
-// The run's cotangent slice of receiver r for channel u, in the accumulator layout.
+// Inside for_each_conv_path: the path's (L2, L3), its slot, position and accumulator offset.
+#define BJ_CONV_PATH_CONSTANTS(l2, l3)                                      \
+  constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value;         \
+  constexpr int S = L2 * kConvL3 + L3;                                      \
+  constexpr int P = conv_path_index(L1, L3MAX, L2, L3);                     \
+  constexpr int OFF = conv_acc_offset(L1, L3MAX, L2, L3);                   \
+  (void)P;                                                                  \
+  (void)OFF
+
+// Loads, for every possible path of the run (absent ones read offset 0, in bounds), the
+// cotangent values row[o_at + k] into the accumulator layout. Unconditional, so the loads of all
+// paths are in flight together.
 template <class T, int L1, int L3MAX>
-__device__ __forceinline__ void load_ct(const ConvArgs<T>& a, const ConvRun& rn, int64_t r, int u, T* c) {
-  const T* crow = a.ct + r * a.o_w;
+__device__ __forceinline__ void load_paths_o(const RunSlots<T, L1, L3MAX>& rs, const T* row, T* c) {
   for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
-    constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value, S = L2 * kConvL3 + L3;
-    constexpr int off = conv_acc_offset(L1, L3MAX, L2, L3);
-    if (!rn.has(S)) {
+    BJ_CONV_PATH_CONSTANTS(l2, l3);
 #pragma unroll
-      for (int k = 0; k < 2 * L3 + 1; ++k) c[off + k] = T(0);
-      return;
-    }
-    const ConvSlot sl = rn.slot(S);
-    const T* src = crow + sl.o_off + int64_t(u) * sl.o_su;
-#pragma unroll
-    for (int k = 0; k < 2 * L3 + 1; ++k) c[off + k] = src[k];
+    for (int k = 0; k < 2 * L3 + 1; ++k) c[OFF + k] = row[rs.o_at[P] + k];
   });
+}
+
+// The weights of every possible path of the run for one edge row (absent ones: row[0]).
+template <class T, int L1, int L3MAX>
+__device__ __forceinline__ void load_paths_w(const RunSlots<T, L1, L3MAX>& rs, const T* row, T* wv) {
+#pragma unroll
+  for (int p = 0; p < RunSlots<T, L1, L3MAX>::NP; ++p) wv[p] = row[rs.w_at[p]];
 }
 
 // ---------------------------------------------------------------- forward
@@ -106,42 +115,38 @@ template <class T> struct FwdRun {
 
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
     constexpr int D1 = 2 * L1 + 1;
+    using Slots = RunSlots<T, L1, L3MAX>;
     T acc[conv_acc_size(L1, L3MAX)];
 #pragma unroll
     for (int i = 0; i < conv_acc_size(L1, L3MAX); ++i) acc[i] = T(0);
     const bool active = u < rn.mul();
+    const Slots rs(rn, scale, active ? u : 0);
     int64_t beg, end;
     segment(a, r, &beg, &end);
     for (int64_t t0 = beg; t0 < end; t0 += 32) {
       const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.rcv, r, a.snd, a.nx);
       if (!active) continue;
-#pragma unroll 2
       for (int t = 0; t < n; ++t) {
-        const int e = tile.e[t];
+        const int64_t e = tile.e[t];
         const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + rn.x_off() + int64_t(u) * rn.x_su();
-        T xl[D1];
+        T xl[D1], wv[Slots::NP];
 #pragma unroll
         for (int i = 0; i < D1; ++i) xl[i] = xp[i];
+        load_paths_w(rs, a.w + e * a.w_w, wv);
         const T* Y = tile.y[t];
-        const T* wrow = a.w + int64_t(e) * a.w_w;
         for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
-          constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value, S = L2 * kConvL3 + L3;
-          if (!rn.has(S)) return;
-          const ConvSlot sl = rn.slot(S);
-          const T sw = scale[S] * wrow[sl.w_off + int64_t(u) * sl.w_su];
-          UvuTerm<L1, L2, L3, T>::out(sw, xl, Y + L2 * L2, acc + conv_acc_offset(L1, L3MAX, L2, L3));
+          BJ_CONV_PATH_CONSTANTS(l2, l3);
+          if (rs.has(S)) UvuTerm<L1, L2, L3, T>::out(rs.sc[P] * wv[P], xl, Y + L2 * L2, acc + OFF);
         });
       }
     }
     if (!active) return;
     T* orow = a.out + r * a.o_w;
     for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
-      constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value, S = L2 * kConvL3 + L3;
-      if (!rn.has(S)) return;
-      const ConvSlot sl = rn.slot(S);
-      T* dst = orow + sl.o_off + int64_t(u) * sl.o_su;
+      BJ_CONV_PATH_CONSTANTS(l2, l3);
+      if (!rs.has(S)) return;
 #pragma unroll
-      for (int k = 0; k < 2 * L3 + 1; ++k) dst[k] = acc[conv_acc_offset(L1, L3MAX, L2, L3) + k];
+      for (int k = 0; k < 2 * L3 + 1; ++k) orow[rs.o_at[P] + k] = acc[OFF + k];
     });
   }
 };
@@ -172,10 +177,12 @@ template <class T> struct BwdRcvRun {
 
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
     constexpr int D1 = 2 * L1 + 1;
+    using Slots = RunSlots<T, L1, L3MAX>;
     const int lane = threadIdx.x & 31;
     const bool active = u < rn.mul();
+    const Slots rs(rn, scale, active ? u : 0);
     T c[conv_acc_size(L1, L3MAX)];
-    if (active) load_ct<T, L1, L3MAX>(a, rn, r, u, c);
+    load_paths_o(rs, a.ct + r * a.o_w, c);
     int64_t beg, end;
     segment(a, r, &beg, &end);
     for (int64_t t0 = beg; t0 < end; t0 += 32) {
@@ -188,20 +195,17 @@ template <class T> struct BwdRcvRun {
         for (int j = 0; j < 16; ++j) yb[j] = T(0);
         if (active) {
           const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + rn.x_off() + int64_t(u) * rn.x_su();
-          T xl[D1];
+          T xl[D1], wv[Slots::NP];
 #pragma unroll
           for (int i = 0; i < D1; ++i) xl[i] = xp[i];
-          const T* wrow = a.w + e * a.w_w;
+          if (y_part) load_paths_w(rs, a.w + e * a.w_w, wv);
           T* wbrow = a.w_bar ? a.w_bar + e * a.w_w : nullptr;
           for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
-            constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value, S = L2 * kConvL3 + L3;
-            constexpr int off = conv_acc_offset(L1, L3MAX, L2, L3);
+            BJ_CONV_PATH_CONSTANTS(l2, l3);
             using Term = UvuTerm<L1, L2, L3, T>;
-            if (!rn.has(S)) return;
-            const ConvSlot sl = rn.slot(S);
-            const int64_t w_at = sl.w_off + int64_t(u) * sl.w_su;
-            if (wbrow) wbrow[w_at] = Term::w(scale[S], xl, Y + L2 * L2, c + off);
-            if (y_part) Term::y(scale[S] * wrow[w_at], xl, c + off, yb + L2 * L2);
+            if (!rs.has(S)) return;
+            if (wbrow) wbrow[rs.w_at[P]] = Term::w(rs.sc[P], xl, Y + L2 * L2, c + OFF);
+            if (y_part) Term::y(rs.sc[P] * wv[P], xl, c + OFF, yb + L2 * L2);
           });
         }
         if (!y_part) continue;
@@ -266,27 +270,26 @@ template <class T> struct BwdXRun {
 
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
     constexpr int D1 = 2 * L1 + 1;
+    using Slots = RunSlots<T, L1, L3MAX>;
     T acc[D1];
 #pragma unroll
     for (int i = 0; i < D1; ++i) acc[i] = T(0);
     const bool active = u < rn.mul();
+    const Slots rs(rn, scale, active ? u : 0);
     int64_t beg, end;
     segment(a, n_id, &beg, &end);
     for (int64_t t0 = beg; t0 < end; t0 += 32) {
       const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.snd, n_id, a.rcv, a.no);
       if (!active) continue;
-#pragma unroll 2
       for (int t = 0; t < n; ++t) {
-        const int e = tile.e[t];
-        const T* crow = a.ct + int64_t(tile.node[t]) * a.o_w;
-        const T* wrow = a.w + int64_t(e) * a.w_w;
+        const int64_t e = tile.e[t];
+        T c[conv_acc_size(L1, L3MAX)], wv[Slots::NP];
+        load_paths_o(rs, a.ct + int64_t(tile.node[t]) * a.o_w, c);
+        load_paths_w(rs, a.w + e * a.w_w, wv);
         const T* Y = tile.y[t];
         for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
-          constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value, S = L2 * kConvL3 + L3;
-          if (!rn.has(S)) return;
-          const ConvSlot sl = rn.slot(S);
-          const T sw = scale[S] * wrow[sl.w_off + int64_t(u) * sl.w_su];
-          UvuTerm<L1, L2, L3, T>::x(sw, Y + L2 * L2, crow + sl.o_off + int64_t(u) * sl.o_su, acc);
+          BJ_CONV_PATH_CONSTANTS(l2, l3);
+          if (rs.has(S)) UvuTerm<L1, L2, L3, T>::x(rs.sc[P] * wv[P], Y + L2 * L2, c + OFF, acc);
         });
       }
     }

@@ -3,7 +3,9 @@
 //
 // A *run* is a block of `mul` channels of x with one l1 (x[x_off + u*x_su + i], i < 2l1+1),
 // together with its paths to every (l2, l3): slot l2*7 + l3 holds the output and weight
-// offsets of path (l1, l2, l3), or o_off < 0 when the path is absent. Within a run the
+// offsets of path (l1, l2, l3); bit `slot` of the run's mask says whether the path exists (an
+// absent slot holds zeros, so that loads through it stay in bounds and can be issued
+// unconditionally). Within a run the
 // output and weight offsets of channel u are o_off + u*o_su and w_off + u*w_su. The harmonics
 // of an edge are Y = sh(v / |v|) with blocks l2 at [l2^2, (l2+1)^2). batteries_jax/_conv_plan.py
 // builds the run table from a path list.
@@ -71,6 +73,39 @@ constexpr int conv_acc_offset(int L1, int L3MAX, int L2e, int L3e) {
   return off;
 }
 constexpr int conv_acc_size(int L1, int L3MAX) { return conv_acc_offset(L1, L3MAX, 4, 0); }
+
+// Number of possible paths of a run, and the position of path (L2, L3) among them.
+constexpr int conv_path_index(int L1, int L3MAX, int L2e, int L3e) {
+  int n = 0;
+  for (int l2 = 0; l2 < 4; ++l2)
+    for (int l3 = conv_abs(L1 - l2); l3 <= conv_min(L1 + l2, L3MAX); ++l3) {
+      if (l2 == L2e && l3 == L3e) return n;
+      ++n;
+    }
+  return n;
+}
+constexpr int conv_path_count(int L1, int L3MAX) { return conv_path_index(L1, L3MAX, 4, 0); }
+
+// A run's per-path offsets for channel u and scales, read from the table once per worker and
+// kept in registers (offsets within a row).
+template <class T, int L1, int L3MAX> struct RunSlots {
+  static constexpr int NP = conv_path_count(L1, L3MAX);
+  int w_at[NP], o_at[NP];
+  T sc[NP];
+  unsigned mask;
+
+  BJ_HD RunSlots(const ConvRun& rn, const T* scale, int u) : mask(unsigned(rn.row[4])) {
+    for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
+      constexpr int S = decltype(l2)::value * kConvL3 + decltype(l3)::value;
+      constexpr int P = conv_path_index(L1, L3MAX, decltype(l2)::value, decltype(l3)::value);
+      const ConvSlot sl = rn.slot(S);
+      w_at[P] = sl.w_off + u * sl.w_su;
+      o_at[P] = sl.o_off + u * sl.o_su;
+      sc[P] = scale[S];
+    });
+  }
+  BJ_HD bool has(int slot) const { return (mask >> slot) & 1u; }
+};
 
 // Rows of edge e, or false if it does not exist (either index outside [0, nodes)).
 BJ_HD bool conv_edge(const int32_t* snd, const int32_t* rcv, int64_t e, int64_t nx,
