@@ -304,9 +304,11 @@ template <class T, int L3MAX> __global__ void __launch_bounds__(32 * kWarps) con
   __shared__ EdgeTile<T> tiles[kWarps];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (item >= a.nx * blocks) return;
-  const int64_t n = item / blocks;
+  // block-major: the warps in flight share one channel block, so the cotangent columns they
+  // gather from random receivers (1/blocks of every row) stay in L2
+  const int64_t n = item % a.nx;
   int k, cb;
-  if (!find_block(a, int(item % blocks), &k, &cb)) return;
+  if (!find_block(a, int(item / a.nx), &k, &cb)) return;
   const ConvRun rn{a.runs + int64_t(kRunCols) * k};
   BwdXRun<T> f{a, rn, a.scale + int64_t(kConvSlots) * k, n, cb * 32 + int(threadIdx.x & 31),
                tiles[threadIdx.x / 32]};
