@@ -18,6 +18,11 @@ namespace {
 
 constexpr int kWarps = 4;  // warps per block
 
+// kernel_order: the node-owned kernels number their warps block-major (item = block * nodes +
+// node). The warps in flight then run the same run's code, whose unrolled paths would otherwise
+// thrash the instruction cache (measured: half of all stalls), and the x_bar pass gathers only
+// one block's cotangent columns from random receivers at a time, which stay in L2.
+
 template <class T> struct EdgeTile {
   T y[32][17];  // harmonics of 32 edges (padded row: lane-strided stores avoid bank conflicts)
   int e[32];    // edge id, or -1 when the edge does not exist
@@ -155,9 +160,9 @@ template <class T, int L3MAX> __global__ void __launch_bounds__(32 * kWarps) con
   __shared__ EdgeTile<T> tiles[kWarps];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (item >= a.no * blocks) return;
-  const int64_t r = item / blocks;
+  const int64_t r = item % a.no;  // block-major (see kernel_order)
   int k, cb;
-  if (!find_block(a, int(item % blocks), &k, &cb)) return;
+  if (!find_block(a, int(item / a.no), &k, &cb)) return;
   const ConvRun rn{a.runs + int64_t(kRunCols) * k};
   FwdRun<T> f{a, rn, a.scale + int64_t(kConvSlots) * k, r, cb * 32 + int(threadIdx.x & 31),
               tiles[threadIdx.x / 32]};
@@ -226,11 +231,11 @@ __global__ void __launch_bounds__(32 * kWarps) conv_bwd_rcv_kernel(ConvArgs<T> a
   __shared__ EdgeTile<T> tiles[kWarps];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (item >= a.no * blocks) return;
-  const int b = int(item % blocks);
+  const int b = int(item / a.no);  // block-major (see kernel_order)
   int k, cb;
   if (!find_block(a, b, &k, &cb)) return;
   const ConvRun rn{a.runs + int64_t(kRunCols) * k};
-  BwdRcvRun<T> f{a, rn, a.scale + int64_t(kConvSlots) * k, item / blocks,
+  BwdRcvRun<T> f{a, rn, a.scale + int64_t(kConvSlots) * k, item % a.no,
                  cb * 32 + int(threadIdx.x & 31), b, blocks, y_part, tiles[threadIdx.x / 32]};
   dispatch_l1<L3MAX>(rn.l1(), f);
 }
@@ -304,9 +309,7 @@ template <class T, int L3MAX> __global__ void __launch_bounds__(32 * kWarps) con
   __shared__ EdgeTile<T> tiles[kWarps];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (item >= a.nx * blocks) return;
-  // block-major: the warps in flight share one channel block, so the cotangent columns they
-  // gather from random receivers (1/blocks of every row) stay in L2
-  const int64_t n = item % a.nx;
+  const int64_t n = item % a.nx;  // block-major (see kernel_order)
   int k, cb;
   if (!find_block(a, int(item / a.nx), &k, &cb)) return;
   const ConvRun rn{a.runs + int64_t(kRunCols) * k};
