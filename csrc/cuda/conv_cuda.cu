@@ -25,14 +25,28 @@ constexpr int kWarps = 4;  // warps per block
 
 template <class T> struct EdgeTile {
   T y[32][17];  // harmonics of 32 edges (padded row: lane-strided stores avoid bank conflicts)
-  int e[32];    // edge id, or -1 when the edge does not exist
+  int e[32];    // ids of the tile's existing edges, packed to the front
   int node[32];  // the edge's other node (sender in the forward, receiver for x_bar)
 };
 
-template <class T> __device__ T warp_sum(T v) {
+// Sums 16 values over the warp in 16 shuffles (instead of 16 x 5): each step hands half of the
+// remaining values to the partner lane and keeps the other half. Returns the full sum of
+// component (lane >> 1) & 15 (lanes 2c and 2c+1 both hold component c). Clobbers v.
+template <class T> __device__ T warp_sum16(T* v) {
+  const int lane = threadIdx.x & 31;
+  int n = 8;
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
+  for (int off = 16; off >= 2; off >>= 1, n >>= 1) {
+    const bool hi = lane & off;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (j >= n) break;
+      const T give = hi ? v[j] : v[j + n];
+      const T keep = hi ? v[j + n] : v[j];
+      v[j] = keep + __shfl_xor_sync(0xffffffffu, give, off);
+    }
+  }
+  return v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
 }
 
 // Block b (0 <= b < blocks) of the channels of all runs -> (run k, 32-channel block cb).
@@ -214,13 +228,8 @@ template <class T> struct BwdRcvRun {
           });
         }
         if (!y_part) continue;
-        T mine = T(0);
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-          const T sum = warp_sum(yb[j]);
-          if (lane == j) mine = sum;
-        }
-        if (lane < 16) y_part[(e * blocks + b) * 16 + lane] = mine;
+        const T sum = warp_sum16(yb);
+        if ((lane & 1) == 0) y_part[(e * blocks + b) * 16 + (lane >> 1)] = sum;
       }
     }
   }
