@@ -37,11 +37,14 @@ struct UvuCall {
 
   bool empty() const { return ne == 0 || nx == 0 || no == 0; }
 
-  ffi::Error validate(const ffi::AnyBuffer& desc, const ffi::AnyBuffer& scale) const {
+  ffi::Error validate(const ffi::AnyBuffer& desc, const ffi::AnyBuffer& scale,
+                      ffi::DataType dtype) const {
     if (role < kRoleO || role > kRoleW) return ffi::Error::InvalidArgument("uvu: bad role");
     if (desc.element_type() != ffi::DataType::S32 ||
         desc.element_count() != scale.element_count() * kDescCols)
       return ffi::Error::InvalidArgument("uvu: bad path table");
+    if (scale.element_type() != dtype)
+      return ffi::Error::InvalidArgument("uvu: path scales must have the operands' dtype");
     return ffi::Error::Success();
   }
 

@@ -65,11 +65,9 @@ ffi::Error UvuCpu(ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::Any
   (void)perm;
   (void)seg;
   UvuCall call{role, x_w, y_w, w_w, o_w, nx, ne, no};
-  if (auto err = call.validate(desc, scale); !err.success()) return err;
+  if (auto err = call.validate(desc, scale, out->element_type()); !err.success()) return err;
   std::memset(out->untyped_data(), 0, out->size_bytes());
   if (call.empty()) return ffi::Error::Success();
-  if (scale.element_type() != out->element_type())
-    return ffi::Error::InvalidArgument("uvu: path scales must have the operands' dtype");
   return dispatch_float(out->element_type(), "tensor_product", [&](auto tag) {
     using T = decltype(tag);
     UvuArgs<T> a = call.args<T>(x, y, w, o, desc, scale, x_idx, o_idx, perm, seg, *out);

@@ -108,10 +108,8 @@ ffi::Error UvuCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi:
                    ffi::AnyBuffer seg, ffi::Result<ffi::AnyBuffer> out, int64_t role, int64_t x_w,
                    int64_t y_w, int64_t w_w, int64_t o_w, int64_t nx, int64_t ne, int64_t no) {
   UvuCall call{role, x_w, y_w, w_w, o_w, nx, ne, no};
-  if (auto err = call.validate(desc, scale); !err.success()) return err;
+  if (auto err = call.validate(desc, scale, out->element_type()); !err.success()) return err;
   if (out->element_count() == 0) return ffi::Error::Success();
-  if (scale.element_type() != out->element_type())
-    return ffi::Error::InvalidArgument("uvu: path scales must have the operands' dtype");
   if (call.empty()) {
     cudaMemsetAsync(out->untyped_data(), 0, out->size_bytes(), stream);
     return cuda_status("tensor_product");
