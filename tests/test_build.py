@@ -17,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_registrations_cover_every_op_on_cpu():
     regs = ext.registrations()
-    assert set(regs["cpu"]) == {"bj_sh_fwd", "bj_sh_jvp", "bj_sh_vjp", "bj_uvu"}
+    assert set(regs["cpu"]) == {"bj_sh_fwd", "bj_sh_jvp", "bj_sh_vjp", "bj_uvu", "bj_conv_fwd",
+                                "bj_conv_bwd"}
     if _ffi.WITH_CUDA:
         assert set(regs["CUDA"]) == set(regs["cpu"])
 
@@ -30,11 +31,21 @@ def test_hlo_contains_custom_call():
     assert "bj_uvu" in hlo
 
 
+def _mp_energy(x, v, w):
+    import e3nn_jax as e3nn
+    import batteries_jax.e3nn as bje
+    out = bje.message_passing(e3nn.IrrepsArray("1x0e+1x1o", x), v, w, jnp.array([0, 1, 2, 0, 1]),
+                              jnp.array([1, 2, 0, 0, -1]), 3, L_max=1, filter_ir_out="0e+1o")
+    return jnp.sum(out.array ** 2)
+
+
 @pytest.mark.parametrize("fn, args, targets", [
     (lambda v: jax.grad(lambda v: jnp.sum(bj.spherical_harmonics(v) ** 2))(v), (jnp.ones((8, 3)),),
      ["bj_sh_fwd", "bj_sh_vjp"]),
     (lambda x, y: jax.grad(lambda x: jnp.sum(bj.tensor_product_simple(x, y) ** 2))(x),
      (jnp.ones((8, 16)), jnp.ones((8, 16))), ["bj_uvu"]),
+    (lambda x, v, w: jax.grad(_mp_energy, (0, 1, 2))(x, v, w),
+     (jnp.ones((3, 4)), jnp.ones((5, 3)), jnp.ones((5, 4))), ["bj_conv_fwd", "bj_conv_bwd"]),
 ])
 def test_cuda_lowering_exports_on_any_machine(fn, args, targets):
     checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in targets]
