@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from batteries_jax import _checks, _paths
-from batteries_jax.primitives.spherical_harmonics import sh_p
+from batteries_jax.primitives.sh_tp_simple import sh_tp_simple_p
 from batteries_jax.primitives.uvu import sanitize_index, sorted_segments, uvu
 
 
@@ -90,5 +90,4 @@ def fused_sh_tp_simple(edge_vectors, node_features, source_idx):
     e, n = v.shape[0], f.shape[0]
     src = sanitize_index(_checks.index_array("source_idx", source_idx, e), n)
     x_perm, x_seg = sorted_segments(src, n)  # for the gradient w.r.t. node_features
-    y = sh_p.bind(v, L=3, normalize=True)
-    return uvu("o", _paths.simple_paths(), n, e, e, x=f, x_idx=src, x_perm=x_perm, x_seg=x_seg, y=y)
+    return sh_tp_simple_p.bind(v, f, src, x_perm, x_seg, n=n)

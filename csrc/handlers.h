@@ -8,7 +8,8 @@
   X(sh_vjp)       \
   X(uvu)          \
   X(conv_fwd)     \
-  X(conv_bwd)
+  X(conv_bwd)     \
+  X(sh_tp_simple)
 
 #define BJ_DECLARE(op)                                   \
   extern "C" XLA_FFI_Error* bj_##op##_cpu(XLA_FFI_CallFrame*); \

@@ -151,6 +151,14 @@ def test_fused_sh_tp_simple(rng):
     gr = jax.grad(lambda f, v: jnp.sum(bj.tensor_product_simple(f[jnp.clip(src, 0, n - 1)], bj.spherical_harmonics(v)) * ok[:, None] * c), (0, 1))(f, v)
     assert_close(g[0], gr[0])
     assert_close(g[1], gr[1])
+    # one fused kernel in the forward: no harmonics array
+    assert _targets(jax.jit(bj.fused_sh_tp_simple).lower(v, f, src).as_text()) == ["bj_sh_tp_simple"]
+    # vmap over edge vectors and features folds into one call
+    vs, fs = jnp.stack([v, -2 * v]), jnp.stack([f, f ** 2])
+    outs = jax.vmap(lambda v, f: bj.fused_sh_tp_simple(v, f, src))(vs, fs)
+    for b in range(2):
+        assert_close(outs[b], bj.fused_sh_tp_simple(vs[b], fs[b], src))
+    check_grads(lambda v, f: bj.fused_sh_tp_simple(v, f, src[:6]), (v[:6], f), order=2, modes=("fwd", "rev"), eps=1e-6)
 
 
 @requires_gpu
