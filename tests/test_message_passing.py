@@ -235,3 +235,14 @@ def test_vmap_over_edges_and_weights(rng):
         assert_close(g[1][b], gr[1])
     hlo = jax.jit(jax.vmap(jax.grad(lambda v, w: jnp.sum(f(v, w) ** 2), (0, 1)))).lower(vs, ws).as_text()
     assert sorted(_targets(hlo)) == ["bj_conv_bwd", "bj_conv_fwd"]
+
+
+def test_vmap_of_jvp(rng):
+    """Forward mode under vmap: the joint tangent primitive batches (a batch of tangents)."""
+    x, vec, w, snd, rcv, n = problem(rng, pad=True)
+    f = lambda v: bj_mp(x, v, w, snd, rcv, n)  # noqa: E731
+    ts = jnp.asarray(rng.normal(size=(3,) + vec.shape))
+    dots = jax.vmap(lambda t: jax.jvp(f, (vec,), (t,))[1])(ts)
+    for b in range(3):
+        ref = jax.jvp(lambda v: ref_mp(x, v, w, snd, rcv, n), (vec,), (ts[b],))[1]
+        assert_close(dots[b], ref)
