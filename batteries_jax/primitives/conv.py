@@ -173,19 +173,19 @@ def _ref_backward(x, v, w, ct, index, need, plan, nx, ne, no):
     return out
 
 
-def _bwd_shapes(x, need, plan, nx, ne):
-    shapes = [(nx, plan.paths.x_width), (ne, 3), (ne, plan.paths.w_width)]
-    return [s for s, n in zip(shapes, need) if n]
+def _bwd_shapes(plan, nx, ne):
+    """Shapes of (x_bar, v_bar, w_bar)."""
+    return [(nx, plan.paths.x_width), (ne, 3), (ne, plan.paths.w_width)]
 
 
 def _bwd_abstract(x, v, w, ct, *index, need, plan, nx, ne, no):
-    return [jax.core.ShapedArray(s, ct.dtype) for s in _bwd_shapes(x, need, plan, nx, ne)]
+    return [jax.core.ShapedArray(s, ct.dtype) for s, n in zip(_bwd_shapes(plan, nx, ne), need) if n]
 
 
 def _bwd_lower(x, v, w, ct, snd, rcv, snd_perm, snd_seg, rcv_perm, rcv_seg, *, need, plan, nx, ne, no):
     runs, scale = _tables(plan, ct.dtype)
-    full = [(nx, plan.paths.x_width), (ne, 3), (ne, plan.paths.w_width)]
-    results = [jax.ShapeDtypeStruct(s if n else (0,), ct.dtype) for s, n in zip(full, need)]
+    results = [jax.ShapeDtypeStruct(s if n else (0,), ct.dtype)
+               for s, n in zip(_bwd_shapes(plan, nx, ne), need)]
     # scratch of the CUDA kernels: each channel block's part of dPhi/dY, summed in fixed order
     results.append(jax.ShapeDtypeStruct((ne, plan.blocks, 16) if need[1] else (0,), ct.dtype))
     outs = jax.ffi.ffi_call("bj_conv_bwd", results)(
