@@ -64,7 +64,7 @@ def conv_plan(paths: PathList) -> Optional[ConvPlan]:
     col = {name: i for i, name in enumerate(DESC_COLUMNS)}
     runs: dict = {}
     o_cells, w_cells, x_cells = [], [], []
-    for row in paths.rows:
+    for row, scale in zip(paths.rows, paths.scales):
         r = {name: row[i] for name, i in col.items()}
         l1, l2, l3, mul = r["l1"], r["l2"], r["l3"], r["mul"]
         if r["y_off"] != l2 * l2 or r["w_off"] < 0 or mul <= 0:
@@ -74,7 +74,7 @@ def conv_plan(paths: PathList) -> Optional[ConvPlan]:
         slot = l2 * L3_SLOTS + l3
         if slot in slots:
             return None
-        slots[slot] = (r["o_off"], r["o_su"], r["w_off"], r["w_su"])
+        slots[slot] = ((r["o_off"], r["o_su"], r["w_off"], r["w_su"]), scale)
         u = np.arange(mul)[:, None]
         o_cells.append((r["o_off"] + u * r["o_su"] + np.arange(2 * l3 + 1)).ravel())
         w_cells.append(r["w_off"] + u[:, 0] * r["w_su"])
@@ -84,18 +84,15 @@ def conv_plan(paths: PathList) -> Optional[ConvPlan]:
              _cover(paths.x_width, x_cells)]
     if any(c is None for c in cover):
         return None
-    scale_of = {}
-    for row, s in zip(paths.rows, paths.scales):
-        scale_of[(row[col["l1"]], row[col["x_off"]], row[col["mul"]], row[col["x_su"]],
-                  row[col["l2"]] * L3_SLOTS + row[col["l3"]])] = s
     rows, scales = [], []
     for key, slots in runs.items():
         mask = sum(1 << s for s in slots)
         table = [(0, 0, 0, 0)] * SLOTS  # absent (mask bit clear): offsets 0 stay in bounds
-        for s, v in slots.items():
-            table[s] = v
+        scale = [0.0] * SLOTS
+        for s, (offsets, sc) in slots.items():
+            table[s], scale[s] = offsets, sc
         rows.append(tuple(key) + (mask,) + tuple(v for t in table for v in t))
-        scales.append(tuple(scale_of.get(key + (s,), 0.0) for s in range(SLOTS)))
+        scales.append(tuple(scale))
     blocks = sum(-(-key[2] // CHANNEL_BLOCK) for key in runs)
     l3max = max(row[col["l3"]] for row in paths.rows)
     return ConvPlan(paths, L, tuple(rows), tuple(scales), blocks, l3max,

@@ -6,7 +6,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.extend.core import Primitive
-from jax.interpreters import mlir
+from jax.interpreters import ad, mlir
 
 from batteries_jax import _ffi
 
@@ -34,6 +34,14 @@ def register_ffi_lowering(prim: Primitive, build_call) -> None:
     """``build_call(*operands, **params)`` calls ``jax.ffi.ffi_call`` on jnp values; the same
     target name has a CPU and a CUDA handler, so one lowering serves both platforms."""
     mlir.register_lowering(prim, mlir.lower_fun(build_call, multiple_results=prim.multiple_results))
+
+
+def composite_tangent(fn, primals, tangents, n: int):
+    """Tangent of ``fn(*primals[:n])`` by ``jax.jvp``: for primitives whose derivatives are
+    written with other primitives that are closed under differentiation (the same math as the
+    fused kernel). Symbolic zero tangents among the first n are instantiated."""
+    dots = tuple(ad.instantiate_zeros(t) for t in tangents[:n])
+    return jax.jvp(fn, tuple(primals[:n]), dots)[1]
 
 
 def move_to_front(x, bdim, size):

@@ -25,8 +25,8 @@ import numpy as np
 from jax.interpreters import ad, batching
 
 from batteries_jax._conv_plan import ConvPlan
-from batteries_jax.primitives._common import (batch_size, fold_rows, make_primitive, move_to_front,
-                                             register_ffi_lowering)
+from batteries_jax.primitives._common import (batch_size, composite_tangent, fold_rows, make_primitive,
+                                             move_to_front, register_ffi_lowering)
 from batteries_jax.primitives.spherical_harmonics import sh_jvp_p, sh_p, sh_vjp_p
 from batteries_jax.primitives.uvu import uvu
 
@@ -124,8 +124,8 @@ def _tan_jvp(primals, tangents, *, tans, plan, nx, ne, no):
         x, v, w, t, _ = _split_tangent_args(floats + index, tans)
         return _ref_tangent(x, v, w, t, index, plan, nx, ne, no)
 
-    dots = [ad.instantiate_zeros(t) for t in tangents[:n_float]]
-    return jax.jvp(f, tuple(primals[:n_float]), tuple(dots))
+    out = conv_tan_p.bind(*primals, tans=tans, plan=plan, nx=nx, ne=ne, no=no)
+    return out, composite_tangent(f, primals, tangents, n_float)
 
 
 def _tan_transpose(ct, *args, tans, plan, nx, ne, no):
@@ -199,10 +199,8 @@ def _bwd_jvp(primals, tangents, *, need, plan, nx, ne, no):
     index = tuple(primals[4:])
     if all(type(t) is ad.Zero for t in tangents[:4]):
         return outs, [ad.Zero.from_primal_value(o) for o in outs]
-    f = lambda *a: _ref_backward(*a, index, need, plan, nx, ne, no)
-    dots = tuple(ad.instantiate_zeros(t) for t in tangents[:4])
-    _, out_dots = jax.jvp(f, tuple(primals[:4]), dots)
-    return outs, list(out_dots)
+    f = lambda *a: _ref_backward(*a, index, need, plan, nx, ne, no)  # noqa: E731
+    return outs, list(composite_tangent(f, primals, tangents, 4))
 
 
 def _fold_batcher(prim, kinds, multiple):

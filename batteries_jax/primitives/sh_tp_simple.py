@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from jax.interpreters import ad, batching
 
 from batteries_jax import _paths
-from batteries_jax.primitives._common import (batch_size, fold_rows, make_primitive, move_to_front,
-                                             register_ffi_lowering)
+from batteries_jax.primitives._common import (batch_size, composite_tangent, fold_rows, make_primitive,
+                                             move_to_front, register_ffi_lowering)
 from batteries_jax.primitives.spherical_harmonics import sh_p
 from batteries_jax.primitives.uvu import uvu
 
@@ -42,14 +42,12 @@ def _jvp(primals, tangents, *, n):
     if all(type(t) is ad.Zero for t in tangents[:2]):
         return out, ad.Zero.from_primal_value(out)
     index = primals[2:]
-    dots = tuple(ad.instantiate_zeros(t) for t in tangents[:2])
-    _, dout = jax.jvp(lambda v, f: _composite(v, f, *index, n), tuple(primals[:2]), dots)
-    return out, dout
+    return out, composite_tangent(lambda v, f: _composite(v, f, *index, n), primals, tangents, 2)
 
 
 def _batch(args, dims, *, n):
     B = batch_size(args, dims)
-    e = jnp.shape(move_to_front(args[0], dims[0], B))[1]
+    e = jnp.shape(args[0])[1 if dims[0] == 0 else 0]  # v is [E, 3], batched or not
     folded = [fold_rows(move_to_front(a, d, B), k, B, n, e, e) for a, d, k in zip(args, dims, _FOLD)]
     out = sh_tp_simple_p.bind(*folded, n=B * n)
     return out.reshape(B, e, 16), 0

@@ -58,13 +58,11 @@ template <int L1, int L2, int L3, class T> struct UvuTerm {
     CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { t[j] += T(v) * (xl[i] * ol[k]); });
     for (int j = 0; j < D2; ++j) c[j] += sw * t[j];
   }
-  // role W: returns s sum_ijk C x_i y_j o_k
+  // role W: returns s sum_ijk C x_i y_j o_k = s sum_k o_k t_k, t = role O with sw = 1
   BJ_HD static T w(T s, const T* xu, const T* y, const T* ou) {
-    T xl[D1], yl[D2], t[D3];
-    for (int i = 0; i < D1; ++i) xl[i] = xu[i];
-    for (int j = 0; j < D2; ++j) yl[j] = y[j];
+    T t[D3];
     for (int k = 0; k < D3; ++k) t[k] = T(0);
-    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { t[k] += T(v) * (xl[i] * yl[j]); });
+    out(T(1), xu, y, t);
     T acc = T(0);
     for (int k = 0; k < D3; ++k) acc += t[k] * ou[k];
     return s * acc;
