@@ -24,6 +24,9 @@ for dtype in (jnp.float32, jnp.float64):
         f = lambda x, v, w: jnp.sum(bje.message_passing(e3nn.IrrepsArray(irreps, x), v, w, snd, rcv, n, filter_ir_out=filt).array ** 2)
         g = jax.jit(jax.grad(f, (0, 1, 2)))(x.array, v, w)
         jax.block_until_ready(g)
+        # force training: the tangent-mode backward
+        forces = lambda w: jax.grad(lambda v: f(x.array, v, w))(v)
+        jax.block_until_ready(jax.jit(jax.grad(lambda w: jnp.sum(forces(w) ** 2)))(w))
     y = bj.spherical_harmonics(v)
     jax.block_until_ready(jax.grad(lambda v: jnp.sum(bj.spherical_harmonics(v) ** 2))(v))
     jax.block_until_ready(bj.tensor_product_simple(y, y))

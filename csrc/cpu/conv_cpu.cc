@@ -41,7 +41,8 @@ template <class T> struct CpuConvRun {
         const ConvSlot sl = run.slot(S);
         const T* ou = a.ct + r * a.o_w + sl.o_off + int64_t(u) * sl.o_su;
         const int64_t w_at = e * a.w_w + sl.w_off + int64_t(u) * sl.w_su;
-        const T sw = scale[S] * a.w[w_at];
+        // x (w) is absent when no requested result reads it (the handler checked)
+        const T sw = a.w ? scale[S] * a.w[w_at] : T(0);
         if (a.w_bar) a.w_bar[w_at] = Term::w(scale[S], a.x + x_at, Y + L2 * L2, ou);
         if (a.x_bar) Term::x(sw, Y + L2 * L2, ou, a.x_bar + x_at);
         if (y_bar) Term::y(sw, a.x + x_at, ou, y_bar + L2 * L2);
@@ -63,7 +64,7 @@ template <class T, bool FWD> void conv_cpu(const ConvArgs<T>& a) {
     int64_t s, r;
     if (!conv_edge(a.snd, a.rcv, e, a.nx, a.no, &s, &r)) continue;
     T Y[16], y_bar[16] = {};
-    conv_sh(a.v + 3 * e, Y);
+    conv_harmonics(a.v, a.t, e, Y);
     for (int k = 0; k < a.n_runs; ++k) {
       const ConvRun run{a.runs + int64_t(kRunCols) * k};
       const CpuConvRun<T> c{a, run, a.scale + int64_t(kConvSlots) * k, e, s, r, Y,
@@ -78,7 +79,7 @@ void clear(ffi::AnyBuffer& b) {
   if (b.element_count()) std::memset(b.untyped_data(), 0, b.size_bytes());
 }
 
-ffi::Error ConvFwdCpu(ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer w, ffi::AnyBuffer runs,
+ffi::Error ConvFwdCpu(ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer t, ffi::AnyBuffer w, ffi::AnyBuffer runs,
                       ffi::AnyBuffer scale, ffi::AnyBuffer snd, ffi::AnyBuffer rcv,
                       ffi::AnyBuffer perm, ffi::AnyBuffer seg, ffi::Result<ffi::AnyBuffer> out,
                       int64_t nx, int64_t ne, int64_t no, int64_t x_w, int64_t w_w, int64_t o_w,
@@ -86,7 +87,7 @@ ffi::Error ConvFwdCpu(ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer w, ffi:
   (void)zero_out;  // the CPU accumulates, so it always clears
   (void)l3max;     // and sizes nothing by it
   const ConvShape shape{nx, ne, no, x_w, w_w, o_w, blocks, l3max};
-  if (auto err = shape.validate(x, v, w, runs, scale, snd, rcv, perm, seg, no, out->element_type());
+  if (auto err = shape.validate(x, v, t, w, runs, scale, snd, rcv, perm, seg, no, out->element_type());
       !err.success())
     return err;
   if (!ConvShape::count_is(*out, no * o_w)) return ffi::Error::InvalidArgument("conv: bad output size");
@@ -94,36 +95,41 @@ ffi::Error ConvFwdCpu(ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer w, ffi:
   if (shape.empty()) return ffi::Error::Success();
   return dispatch_float(out->element_type(), "message_passing", [&](auto tag) {
     using T = decltype(tag);
-    ConvArgs<T> a = shape.args<T>(x, v, w, runs, scale, snd, rcv, perm, seg);
+    ConvArgs<T> a = shape.args<T>(x, v, t, w, runs, scale, snd, rcv, perm, seg);
     a.out = out->typed_data<T>();
     conv_cpu<T, true>(a);
     return ffi::Error::Success();
   });
 }
 
-ffi::Error ConvBwdCpu(ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer w, ffi::AnyBuffer ct,
+ffi::Error ConvBwdCpu(ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer t, ffi::AnyBuffer w, ffi::AnyBuffer ct,
                       ffi::AnyBuffer runs, ffi::AnyBuffer scale, ffi::AnyBuffer snd,
                       ffi::AnyBuffer rcv, ffi::AnyBuffer perm, ffi::AnyBuffer seg,
                       ffi::AnyBuffer rcv_perm, ffi::AnyBuffer rcv_seg,
                       ffi::Result<ffi::AnyBuffer> x_bar, ffi::Result<ffi::AnyBuffer> v_bar,
-                      ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> y_part, int64_t nx, int64_t ne, int64_t no,
+                      ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> y_part,
+                      ffi::Result<ffi::AnyBuffer> x_part, int64_t nx, int64_t ne, int64_t no,
                       int64_t x_w, int64_t w_w, int64_t o_w, int64_t blocks, int64_t l3max, int64_t zero_x,
                       int64_t zero_w) {
   (void)zero_x;
   (void)l3max;
   (void)zero_w;
   const ConvShape shape{nx, ne, no, x_w, w_w, o_w, blocks, l3max};
-  if (auto err = shape.validate(x, v, w, runs, scale, snd, rcv, perm, seg, nx, ct.element_type());
+  const bool need_x = v_bar->element_count() || w_bar->element_count();
+  const bool need_w = x_bar->element_count() || v_bar->element_count();
+  if (auto err = shape.validate(x, v, t, w, runs, scale, snd, rcv, perm, seg, nx, ct.element_type(),
+                                need_x, need_w);
       !err.success())
     return err;
-  if (auto err = shape.validate_bwd(ct, *x_bar, *v_bar, *w_bar, rcv_perm, rcv_seg, *y_part);
+  if (auto err = shape.validate_bwd(ct, *x_bar, *v_bar, *w_bar, rcv_perm, rcv_seg, *y_part, *x_part);
       !err.success())
     return err;
-  for (ffi::AnyBuffer* b : {&*x_bar, &*v_bar, &*w_bar, &*y_part}) clear(*b);  // y_part: unused here
+  // the scratch is the CUDA kernels'; here the edge loop adds into the results directly
+  for (ffi::AnyBuffer* b : {&*x_bar, &*v_bar, &*w_bar}) clear(*b);
   if (shape.empty()) return ffi::Error::Success();
   return dispatch_float(ct.element_type(), "message_passing", [&](auto tag) {
     using T = decltype(tag);
-    ConvArgs<T> a = shape.args<T>(x, v, w, runs, scale, snd, rcv, perm, seg);
+    ConvArgs<T> a = shape.args<T>(x, v, t, w, runs, scale, snd, rcv, perm, seg);
     a.ct = ct.typed_data<T>();
     a.x_bar = result_or_null<T>(*x_bar);
     a.v_bar = result_or_null<T>(*v_bar);

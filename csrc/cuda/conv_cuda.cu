@@ -6,10 +6,17 @@
 // and adds all of the run's paths into registers (<= 51 values for l_out <= 3). The receiver's
 // row is written once: no atomics, no [E, 16] or [E, message] array.
 // Backward: (1) the same receiver-owned walk, with the receiver's cotangent slice held in
-// registers, writes w_bar and each block's part of dPhi/dY (16 numbers per edge and block, an
-// extra output of the call); (2) one warp per edge adds the parts in a fixed order and applies
-// the harmonics' backward, so v_bar leaves the kernel directly; (3) one warp per (sender, block)
-// sums x_bar over the sender's edges (sender-sorted perm/seg). All three are deterministic.
+// registers, writes w_bar, each edge's x_bar contribution (x_part, the width of one x row) and
+// each block's part of dPhi/dY (16 numbers per edge and block); both parts are extra outputs of
+// the call. (2) One warp per edge adds the dPhi/dY parts in a fixed order and applies the
+// harmonics' backward, so v_bar leaves the kernel directly. (3) One thread per (sender, column)
+// sums x_part over the sender's edges in sender-sorted order (perm/seg): the one segment
+// reduction. All three are deterministic. Reading the cotangent rows of random receivers from
+// the sender side instead costs the width of a message (10x an x row for 34 paths) per edge.
+// Tangent mode (t non-null): the harmonics are replaced by J(v) t in the tile; nothing else
+// changes (see conv_ffi.h).
+#include <cstdlib>
+
 #include "conv_ffi.h"
 #include "cuda/cuda_common.h"
 
@@ -26,7 +33,7 @@ constexpr int kWarps = 4;  // warps per block
 template <class T> struct EdgeTile {
   T y[32][17];  // harmonics of 32 edges (padded row: lane-strided stores avoid bank conflicts)
   int e[32];    // ids of the tile's existing edges, packed to the front
-  int node[32];  // the edge's other node (sender in the forward, receiver for x_bar)
+  int node[32];  // the edge's sender
 };
 
 // Sums 16 values over the warp in 16 shuffles (instead of 16 x 5): each step hands half of the
@@ -89,7 +96,7 @@ __device__ int load_tile(const ConvArgs<T>& a, EdgeTile<T>& tile, int64_t t0, in
   if (ok) {
     tile.e[slot] = int(e);
     tile.node[slot] = int(m);
-    conv_sh(a.v + 3 * e, tile.y[slot]);
+    conv_harmonics(a.v, a.t, e, tile.y[slot]);
   }
   __syncwarp();
   return __popc(mask);
@@ -124,7 +131,9 @@ __device__ __forceinline__ void load_paths_w(const RunSlots<T, L1, L3MAX>& rs, c
 }
 
 // ---------------------------------------------------------------- forward
-template <class T> struct FwdRun {
+// PF: software-pipelined edge loop (edge t+1's x and weights are loaded while edge t's products
+// are summed), at the price of D1 + NP registers.
+template <class T, bool PF> struct FwdRun {
   const ConvArgs<T>& a;
   ConvRun rn;
   const T* scale;
@@ -140,18 +149,31 @@ template <class T> struct FwdRun {
     for (int i = 0; i < conv_acc_size(L1, L3MAX); ++i) acc[i] = T(0);
     const bool active = u < rn.mul();
     const Slots rs(rn, scale, active ? u : 0);
+    const int64_t x_at = rn.x_off() + int64_t(u) * rn.x_su();
+    auto load = [&](int t, T* xl, T* wv) {
+      const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + x_at;
+#pragma unroll
+      for (int i = 0; i < D1; ++i) xl[i] = xp[i];
+      load_paths_w(rs, a.w + int64_t(tile.e[t]) * a.w_w, wv);
+    };
     int64_t beg, end;
     segment(a, r, &beg, &end);
     for (int64_t t0 = beg; t0 < end; t0 += 32) {
       const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.rcv, r, a.snd, a.nx);
       if (!active) continue;
+      T xn[D1], wn[Slots::NP];
+      if (PF && n > 0) load(0, xn, wn);
       for (int t = 0; t < n; ++t) {
-        const int64_t e = tile.e[t];
-        const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + rn.x_off() + int64_t(u) * rn.x_su();
         T xl[D1], wv[Slots::NP];
+        if constexpr (PF) {
 #pragma unroll
-        for (int i = 0; i < D1; ++i) xl[i] = xp[i];
-        load_paths_w(rs, a.w + e * a.w_w, wv);
+          for (int i = 0; i < D1; ++i) xl[i] = xn[i];
+#pragma unroll
+          for (int p = 0; p < Slots::NP; ++p) wv[p] = wn[p];
+          if (t + 1 < n) load(t + 1, xn, wn);
+        } else {
+          load(t, xl, wv);
+        }
         const T* Y = tile.y[t];
         for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
           BJ_CONV_PATH_CONSTANTS(l2, l3);
@@ -170,7 +192,8 @@ template <class T> struct FwdRun {
   }
 };
 
-template <class T, int L3MAX> __global__ void __launch_bounds__(32 * kWarps) conv_fwd_kernel(ConvArgs<T> a, int blocks) {
+template <class T, int L3MAX, bool PF>
+__global__ void __launch_bounds__(32 * kWarps) conv_fwd_kernel(ConvArgs<T> a, int blocks) {
   __shared__ EdgeTile<T> tiles[kWarps];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (item >= a.no * blocks) return;
@@ -178,13 +201,14 @@ template <class T, int L3MAX> __global__ void __launch_bounds__(32 * kWarps) con
   int k, cb;
   if (!find_block(a, int(item / a.no), &k, &cb)) return;
   const ConvRun rn{a.runs + int64_t(kRunCols) * k};
-  FwdRun<T> f{a, rn, a.scale + int64_t(kConvSlots) * k, r, cb * 32 + int(threadIdx.x & 31),
+  FwdRun<T, PF> f{a, rn, a.scale + int64_t(kConvSlots) * k, r, cb * 32 + int(threadIdx.x & 31),
               tiles[threadIdx.x / 32]};
   dispatch_l1<L3MAX>(rn.l1(), f);
 }
 
 // ---------------------------------------------------------------- backward, receiver-owned
-// w_bar of every edge into r, and block b's part of dPhi/dY of each edge: y_part[e, b, 16].
+// For every edge into r: w_bar, the edge's x_bar contribution (x_part) and block b's part of
+// dPhi/dY (y_part[e, b, 16]); each only when asked for (null otherwise).
 template <class T> struct BwdRcvRun {
   const ConvArgs<T>& a;
   ConvRun rn;
@@ -200,8 +224,11 @@ template <class T> struct BwdRcvRun {
     const int lane = threadIdx.x & 31;
     const bool active = u < rn.mul();
     const Slots rs(rn, scale, active ? u : 0);
+    const bool want_w = a.w_bar, want_x = a.x_part, want_y = y_part;
+    const bool read_x = want_w || want_y, read_w = want_x || want_y;
     T c[conv_acc_size(L1, L3MAX)];
     load_paths_o(rs, a.ct + r * a.o_w, c);
+    const int64_t x_at = rn.x_off() + int64_t(u) * rn.x_su();
     int64_t beg, end;
     segment(a, r, &beg, &end);
     for (int64_t t0 = beg; t0 < end; t0 += 32) {
@@ -213,21 +240,43 @@ template <class T> struct BwdRcvRun {
 #pragma unroll
         for (int j = 0; j < 16; ++j) yb[j] = T(0);
         if (active) {
-          const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + rn.x_off() + int64_t(u) * rn.x_su();
-          T xl[D1], wv[Slots::NP];
+          T xl[D1], wv[Slots::NP], xb[D1];
 #pragma unroll
-          for (int i = 0; i < D1; ++i) xl[i] = xp[i];
-          if (y_part) load_paths_w(rs, a.w + e * a.w_w, wv);
-          T* wbrow = a.w_bar ? a.w_bar + e * a.w_w : nullptr;
+          for (int i = 0; i < D1; ++i) {
+            xl[i] = read_x ? a.x[int64_t(tile.node[t]) * a.x_w + x_at + i] : T(0);
+            xb[i] = T(0);
+          }
+          if (read_w) load_paths_w(rs, a.w + e * a.w_w, wv);
+          T* wbrow = want_w ? a.w_bar + e * a.w_w : nullptr;
           for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
             BJ_CONV_PATH_CONSTANTS(l2, l3);
             using Term = UvuTerm<L1, L2, L3, T>;
             if (!rs.has(S)) return;
-            if (wbrow) wbrow[rs.w_at[P]] = Term::w(rs.sc[P], xl, Y + L2 * L2, c + OFF);
-            if (y_part) Term::y(rs.sc[P] * wv[P], xl, c + OFF, yb + L2 * L2);
+            if (want_x) {  // g = dPhi/dx of the path with unit weight: gives x_bar and w_bar
+              T g[D1];
+#pragma unroll
+              for (int i = 0; i < D1; ++i) g[i] = T(0);
+              Term::x(T(1), Y + L2 * L2, c + OFF, g);
+              const T sw = rs.sc[P] * wv[P];
+              T dot = T(0);
+#pragma unroll
+              for (int i = 0; i < D1; ++i) {
+                xb[i] += sw * g[i];
+                dot += xl[i] * g[i];
+              }
+              if (wbrow) wbrow[rs.w_at[P]] = rs.sc[P] * dot;
+            } else if (wbrow) {
+              wbrow[rs.w_at[P]] = Term::w(rs.sc[P], xl, Y + L2 * L2, c + OFF);
+            }
+            if (want_y) Term::y(rs.sc[P] * wv[P], xl, c + OFF, yb + L2 * L2);
           });
+          if (want_x) {
+            T* dst = a.x_part + e * a.x_w + x_at;
+#pragma unroll
+            for (int i = 0; i < D1; ++i) dst[i] = xb[i];
+          }
         }
-        if (!y_part) continue;
+        if (!want_y) continue;
         const T sum = warp_sum16(yb);
         if ((lane & 1) == 0) y_part[(e * blocks + b) * 16 + (lane >> 1)] = sum;
       }
@@ -235,8 +284,10 @@ template <class T> struct BwdRcvRun {
   }
 };
 
+// fp32: at most 168 registers, 3 blocks (12 warps) per SM; unbounded the compiler takes 205
+// for the all-results variant and 2 blocks fit. fp64 spills heavily under any bound.
 template <class T, int L3MAX>
-__global__ void __launch_bounds__(32 * kWarps) conv_bwd_rcv_kernel(ConvArgs<T> a, int blocks, T* y_part) {
+__global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 ? 3 : 1) conv_bwd_rcv_kernel(ConvArgs<T> a, int blocks, T* y_part) {
   __shared__ EdgeTile<T> tiles[kWarps];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (item >= a.no * blocks) return;
@@ -274,57 +325,24 @@ __global__ void __launch_bounds__(32 * kWarps) conv_bwd_edge_kernel(ConvArgs<T> 
 }
 
 // ---------------------------------------------------------------- backward, x_bar per sender
-template <class T> struct BwdXRun {
-  const ConvArgs<T>& a;
-  ConvRun rn;
-  const T* scale;
-  int64_t n_id;
-  int u;
-  EdgeTile<T>& tile;
+constexpr int kSegThreads = 128;
 
-  template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
-    constexpr int D1 = 2 * L1 + 1;
-    using Slots = RunSlots<T, L1, L3MAX>;
-    T acc[D1];
-#pragma unroll
-    for (int i = 0; i < D1; ++i) acc[i] = T(0);
-    const bool active = u < rn.mul();
-    const Slots rs(rn, scale, active ? u : 0);
+// x_bar[n, col] = sum of x_part[e, col] over the edges e of sender n in sender order (perm/seg),
+// skipping edges that do not exist or (after a vmap fold) belong to another sender.
+template <class T>
+__global__ void __launch_bounds__(kSegThreads) conv_bwd_x_sum_kernel(ConvArgs<T> a) {
+  const int64_t col = int64_t(blockIdx.y) * kSegThreads + threadIdx.x;
+  for (int64_t n = blockIdx.x; n < a.nx; n += gridDim.x) {
     int64_t beg, end;
-    segment(a, n_id, &beg, &end);
-    for (int64_t t0 = beg; t0 < end; t0 += 32) {
-      const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.snd, n_id, a.rcv, a.no);
-      if (!active) continue;
-      for (int t = 0; t < n; ++t) {
-        const int64_t e = tile.e[t];
-        T c[conv_acc_size(L1, L3MAX)], wv[Slots::NP];
-        load_paths_o(rs, a.ct + int64_t(tile.node[t]) * a.o_w, c);
-        load_paths_w(rs, a.w + e * a.w_w, wv);
-        const T* Y = tile.y[t];
-        for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
-          BJ_CONV_PATH_CONSTANTS(l2, l3);
-          if (rs.has(S)) UvuTerm<L1, L2, L3, T>::x(rs.sc[P] * wv[P], Y + L2 * L2, c + OFF, acc);
-        });
-      }
+    segment(a, n, &beg, &end);
+    T acc = T(0);
+    for (int64_t t = beg; t < end; ++t) {
+      const int64_t e = a.perm[t];
+      if (e < 0 || e >= a.ne || a.snd[e] != n || a.rcv[e] < 0 || a.rcv[e] >= a.no) continue;
+      if (col < a.x_w) acc += a.x_part[e * a.x_w + col];
     }
-    if (!active) return;
-    T* dst = a.x_bar + n_id * a.x_w + rn.x_off() + int64_t(u) * rn.x_su();
-#pragma unroll
-    for (int i = 0; i < D1; ++i) dst[i] = acc[i];
+    if (col < a.x_w) a.x_bar[n * a.x_w + col] = acc;
   }
-};
-
-template <class T, int L3MAX> __global__ void __launch_bounds__(32 * kWarps) conv_bwd_x_kernel(ConvArgs<T> a, int blocks) {
-  __shared__ EdgeTile<T> tiles[kWarps];
-  const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (item >= a.nx * blocks) return;
-  const int64_t n = item % a.nx;  // block-major (see kernel_order)
-  int k, cb;
-  if (!find_block(a, int(item / a.nx), &k, &cb)) return;
-  const ConvRun rn{a.runs + int64_t(kRunCols) * k};
-  BwdXRun<T> f{a, rn, a.scale + int64_t(kConvSlots) * k, n, cb * 32 + int(threadIdx.x & 31),
-               tiles[threadIdx.x / 32]};
-  dispatch_l1<L3MAX>(rn.l1(), f);
 }
 
 // ---------------------------------------------------------------- handlers
@@ -332,13 +350,13 @@ cudaError_t clear(ffi::AnyBuffer& b, cudaStream_t stream) {
   return b.element_count() ? cudaMemsetAsync(b.untyped_data(), 0, b.size_bytes(), stream) : cudaSuccess;
 }
 
-ffi::Error ConvFwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer w,
+ffi::Error ConvFwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer t, ffi::AnyBuffer w,
                        ffi::AnyBuffer runs, ffi::AnyBuffer scale, ffi::AnyBuffer snd,
                        ffi::AnyBuffer rcv, ffi::AnyBuffer perm, ffi::AnyBuffer seg,
                        ffi::Result<ffi::AnyBuffer> out, int64_t nx, int64_t ne, int64_t no,
                        int64_t x_w, int64_t w_w, int64_t o_w, int64_t blocks, int64_t l3max, int64_t zero_out) {
   const ConvShape shape{nx, ne, no, x_w, w_w, o_w, blocks, l3max};
-  if (auto err = shape.validate(x, v, w, runs, scale, snd, rcv, perm, seg, no, out->element_type());
+  if (auto err = shape.validate(x, v, t, w, runs, scale, snd, rcv, perm, seg, no, out->element_type());
       !err.success())
     return err;
   if (!ConvShape::count_is(*out, no * o_w)) return ffi::Error::InvalidArgument("conv: bad output size");
@@ -347,59 +365,67 @@ ffi::Error ConvFwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
   if (shape.empty() || blocks == 0) return cuda_status("message_passing");
   return dispatch_float(out->element_type(), "message_passing", [&](auto tag) {
     using T = decltype(tag);
-    ConvArgs<T> a = shape.args<T>(x, v, w, runs, scale, snd, rcv, perm, seg);
+    ConvArgs<T> a = shape.args<T>(x, v, t, w, runs, scale, snd, rcv, perm, seg);
     a.out = out->typed_data<T>();
     const unsigned grid = grid_for(no * blocks, kWarps);
-    if (l3max <= kConvL3Small)
-      conv_fwd_kernel<T, kConvL3Small><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
-    else
-      conv_fwd_kernel<T, 6><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
+    // BJ_CONV_FWD_PREFETCH (experiment, read once): the software-pipelined edge loop
+    static const bool pf = std::getenv("BJ_CONV_FWD_PREFETCH") != nullptr;
+    if (l3max <= kConvL3Small) {
+      if (pf) conv_fwd_kernel<T, kConvL3Small, true><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
+      else conv_fwd_kernel<T, kConvL3Small, false><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
+    } else {
+      conv_fwd_kernel<T, 6, false><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
+    }
     return cuda_status("message_passing");
   });
 }
 
-ffi::Error ConvBwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer w,
-                       ffi::AnyBuffer ct, ffi::AnyBuffer runs, ffi::AnyBuffer scale,
+ffi::Error ConvBwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer t,
+                       ffi::AnyBuffer w, ffi::AnyBuffer ct, ffi::AnyBuffer runs, ffi::AnyBuffer scale,
                        ffi::AnyBuffer snd, ffi::AnyBuffer rcv, ffi::AnyBuffer snd_perm,
                        ffi::AnyBuffer snd_seg, ffi::AnyBuffer rcv_perm, ffi::AnyBuffer rcv_seg,
                        ffi::Result<ffi::AnyBuffer> x_bar, ffi::Result<ffi::AnyBuffer> v_bar,
                        ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> y_part,
-                       int64_t nx, int64_t ne, int64_t no, int64_t x_w, int64_t w_w, int64_t o_w,
-                       int64_t blocks, int64_t l3max, int64_t zero_x, int64_t zero_w) {
+                       ffi::Result<ffi::AnyBuffer> x_part, int64_t nx, int64_t ne, int64_t no,
+                       int64_t x_w, int64_t w_w, int64_t o_w, int64_t blocks, int64_t l3max,
+                       int64_t zero_x, int64_t zero_w) {
   const ConvShape shape{nx, ne, no, x_w, w_w, o_w, blocks, l3max};
-  if (auto err = shape.validate(x, v, w, runs, scale, snd, rcv, snd_perm, snd_seg, nx, ct.element_type());
+  const bool need_x = v_bar->element_count() || w_bar->element_count();
+  const bool need_w = x_bar->element_count() || v_bar->element_count();
+  if (auto err = shape.validate(x, v, t, w, runs, scale, snd, rcv, snd_perm, snd_seg, nx,
+                                ct.element_type(), need_x, need_w);
       !err.success())
     return err;
-  if (auto err = shape.validate_bwd(ct, *x_bar, *v_bar, *w_bar, rcv_perm, rcv_seg, *y_part); !err.success())
+  if (auto err = shape.validate_bwd(ct, *x_bar, *v_bar, *w_bar, rcv_perm, rcv_seg, *y_part, *x_part);
+      !err.success())
     return err;
   if (shape.empty() || blocks == 0) {
     for (ffi::AnyBuffer* b : {&*x_bar, &*v_bar, &*w_bar}) clear(*b, stream);
     return cuda_status("message_passing");
   }
-  if (zero_x) clear(*x_bar, stream);
+  if (zero_x) clear(*x_part, stream);  // columns without a path keep a zero contribution
   if (zero_w) clear(*w_bar, stream);
   return dispatch_float(ct.element_type(), "message_passing", [&](auto tag) {
     using T = decltype(tag);
     const bool small = l3max <= kConvL3Small;
-    ConvArgs<T> a = shape.args<T>(x, v, w, runs, scale, snd, rcv, rcv_perm, rcv_seg);
+    ConvArgs<T> a = shape.args<T>(x, v, t, w, runs, scale, snd, rcv, rcv_perm, rcv_seg);
     a.ct = ct.typed_data<T>();
     a.v_bar = result_or_null<T>(*v_bar);
     a.w_bar = result_or_null<T>(*w_bar);
-    T* part = a.v_bar ? y_part->typed_data<T>() : nullptr;
-    if (a.v_bar || a.w_bar) {
-      const unsigned grid = grid_for(no * blocks, kWarps);
-      if (small) conv_bwd_rcv_kernel<T, kConvL3Small><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
-      else conv_bwd_rcv_kernel<T, 6><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
-      conv_bwd_edge_kernel<T><<<grid_for(ne, kWarps), 32 * kWarps, 0, stream>>>(a, int(blocks), part);
-    }
-    a.v_bar = a.w_bar = nullptr;
     a.x_bar = result_or_null<T>(*x_bar);
-    a.perm = snd_perm.typed_data<int32_t>();
-    a.seg = snd_seg.typed_data<int32_t>();
+    a.x_part = result_or_null<T>(*x_part);
+    T* part = a.v_bar ? y_part->typed_data<T>() : nullptr;
+    const unsigned grid = grid_for(no * blocks, kWarps);
+    if (small) conv_bwd_rcv_kernel<T, kConvL3Small><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
+    else conv_bwd_rcv_kernel<T, 6><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
+    if (a.v_bar || a.w_bar)
+      conv_bwd_edge_kernel<T><<<grid_for(ne, kWarps), 32 * kWarps, 0, stream>>>(a, int(blocks), part);
     if (a.x_bar) {
-      const unsigned grid = grid_for(nx * blocks, kWarps);
-      if (small) conv_bwd_x_kernel<T, kConvL3Small><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
-      else conv_bwd_x_kernel<T, 6><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
+      a.perm = snd_perm.typed_data<int32_t>();
+      a.seg = snd_seg.typed_data<int32_t>();
+      const dim3 sum_grid(unsigned(std::min<int64_t>(nx, 1 << 20)),
+                          unsigned((x_w + kSegThreads - 1) / kSegThreads));
+      conv_bwd_x_sum_kernel<T><<<sum_grid, kSegThreads, 0, stream>>>(a);
     }
     return cuda_status("message_passing");
   });

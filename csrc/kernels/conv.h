@@ -119,6 +119,13 @@ BJ_HD bool conv_edge(const int32_t* snd, const int32_t* rcv, int64_t e, int64_t 
 // computed and ignored; that costs less than a branch per l).
 template <class T> BJ_HD void conv_sh(const T* v, T* Y) { sh_fwd_row<3>(v, Y, true); }
 
+// What enters the product for edge e: the harmonics Y(v_e), or in tangent mode (t non-null)
+// their directional derivative J(v_e) t_e.
+template <class T> BJ_HD void conv_harmonics(const T* v, const T* t, int64_t e, T* Y) {
+  if (t) sh_jvp_row<3>(v + 3 * e, t + 3 * e, Y, true);
+  else conv_sh(v + 3 * e, Y);
+}
+
 // Runtime l1 -> f.template run<L1, L3MAX>(). L3MAX bounds the l_out of every path of the call
 // (3 or 6), so that registers are sized for what the call needs.
 template <int L3MAX, class F> BJ_HD void dispatch_l1(int l1, F&& f) {
