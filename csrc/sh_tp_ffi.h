@@ -1,6 +1,11 @@
-// The FFI signature of fused_sh_tp_simple, shared by its CPU and CUDA handlers:
-//   v [E, 3], f [N, 16], src int32 [E]  ->  out [E, 16]
-// out[e] = tensor_product_simple(f[src[e]], sh(v[e])); a row whose src is outside [0, N) is 0.
+// The FFI signatures of fused_sh_tp_simple, shared by its CPU and CUDA handlers:
+//   bj_sh_tp_simple:      v [E, 3], f [N, 16], src int32 [E]  ->  out [E, 16]
+//   bj_sh_tp_simple_bwd:  v, f, src, ct [E, 16], src_perm int32 [E], src_seg int32 [N + 1]
+//                         -> v_bar [E, 3], f_bar [N, 16], f_part [E, 16]
+// out[e] = tensor_product_simple(f[src[e]], sh(v[e])); a row whose src is outside [0, N) is 0
+// (and gets no gradient). A backward result not asked for is empty; f_part is the CUDA
+// kernels' scratch (each edge's f_bar contribution, summed per source in src_perm order) and is
+// full size exactly when f_bar is asked for.
 #pragma once
 #include "ffi_common.h"
 
@@ -8,6 +13,17 @@ namespace bj {
 
 #define BJ_SH_TP_BINDING(bind) \
   bind.Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
+
+#define BJ_SH_TP_BWD_BINDING(bind)                                                          \
+  bind.Arg<ffi::AnyBuffer>()                                                                \
+      .Arg<ffi::AnyBuffer>()                                                                \
+      .Arg<ffi::AnyBuffer>()                                                                \
+      .Arg<ffi::AnyBuffer>()                                                                \
+      .Arg<ffi::AnyBuffer>()                                                                \
+      .Arg<ffi::AnyBuffer>()                                                                \
+      .Ret<ffi::AnyBuffer>()                                                                \
+      .Ret<ffi::AnyBuffer>()                                                                \
+      .Ret<ffi::AnyBuffer>()
 
 struct ShTpShape {
   int64_t ne, nn;
@@ -23,6 +39,26 @@ struct ShTpShape {
     if (int64_t(v.element_count()) != 3 * shape->ne || int64_t(f.element_count()) != 16 * shape->nn ||
         int64_t(out.element_count()) != 16 * shape->ne)
       return ffi::Error::InvalidArgument("fused_sh_tp_simple: operand sizes do not match");
+    return ffi::Error::Success();
+  }
+
+  // The backward's operands: ct like out; results empty or full size; the sorted order over
+  // the sources.
+  static ffi::Error check_bwd(const ffi::AnyBuffer& v, const ffi::AnyBuffer& f, const ffi::AnyBuffer& src,
+                              const ffi::AnyBuffer& ct, const ffi::AnyBuffer& perm, const ffi::AnyBuffer& seg,
+                              const ffi::AnyBuffer& v_bar, const ffi::AnyBuffer& f_bar,
+                              const ffi::AnyBuffer& f_part, ShTpShape* shape) {
+    if (auto err = check(v, f, src, ct, shape); !err.success()) return err;
+    auto sized = [&](const ffi::AnyBuffer& b, int64_t n, bool may_be_empty) {
+      return b.element_type() == ct.element_type() &&
+             (int64_t(b.element_count()) == n || (may_be_empty && b.element_count() == 0));
+    };
+    const int64_t part = f_bar.element_count() ? 16 * shape->ne : 0;
+    if (!sized(v_bar, 3 * shape->ne, true) || !sized(f_bar, 16 * shape->nn, true) || !sized(f_part, part, false))
+      return ffi::Error::InvalidArgument("fused_sh_tp_simple: result sizes do not match");
+    if (perm.element_type() != ffi::DataType::S32 || seg.element_type() != ffi::DataType::S32 ||
+        int64_t(perm.element_count()) != shape->ne || int64_t(seg.element_count()) != shape->nn + 1)
+      return ffi::Error::InvalidArgument("fused_sh_tp_simple: bad source order");
     return ffi::Error::Success();
   }
 };

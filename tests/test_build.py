@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_registrations_cover_every_op_on_cpu():
     regs = ext.registrations()
     assert set(regs["cpu"]) == {"bj_sh_fwd", "bj_sh_jvp", "bj_sh_vjp", "bj_uvu", "bj_conv_fwd",
-                                "bj_conv_bwd", "bj_sh_tp_simple"}
+                                "bj_conv_bwd", "bj_sh_tp_simple", "bj_sh_tp_simple_bwd"}
     if _ffi.WITH_CUDA:
         assert set(regs["CUDA"]) == set(regs["cpu"])
 

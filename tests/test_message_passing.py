@@ -151,13 +151,20 @@ def test_fused_sh_tp_simple(rng):
     gr = jax.grad(lambda f, v: jnp.sum(bj.tensor_product_simple(f[jnp.clip(src, 0, n - 1)], bj.spherical_harmonics(v)) * ok[:, None] * c), (0, 1))(f, v)
     assert_close(g[0], gr[0])
     assert_close(g[1], gr[1])
-    # one fused kernel in the forward: no harmonics array
+    # one fused kernel in the forward (no harmonics array), one in the first-order backward
     assert _targets(jax.jit(bj.fused_sh_tp_simple).lower(v, f, src).as_text()) == ["bj_sh_tp_simple"]
+    loss = lambda v, f: jnp.sum(bj.fused_sh_tp_simple(v, f, src) * c)  # noqa: E731
+    assert _targets(jax.jit(jax.grad(loss, (0, 1))).lower(v, f).as_text()) == ["bj_sh_tp_simple_bwd"]
+    only_v = jax.grad(loss)(v, f)
+    assert_close(only_v, gr[1])
     # vmap over edge vectors and features folds into one call
     vs, fs = jnp.stack([v, -2 * v]), jnp.stack([f, f ** 2])
     outs = jax.vmap(lambda v, f: bj.fused_sh_tp_simple(v, f, src))(vs, fs)
+    grads = jax.vmap(jax.grad(loss, (0, 1)))(vs, fs)  # the fused backward, folded
     for b in range(2):
         assert_close(outs[b], bj.fused_sh_tp_simple(vs[b], fs[b], src))
+        for gb, g1 in zip(grads, jax.grad(loss, (0, 1))(vs[b], fs[b])):
+            assert_close(gb[b], g1)
     check_grads(lambda v, f: bj.fused_sh_tp_simple(v, f, src[:6]), (v[:6], f), order=2, modes=("fwd", "rev"), eps=1e-6)
 
 
@@ -172,6 +179,15 @@ def test_gpu_deterministic(rng):
     first = jax.tree_util.tree_leaves(f(x, vec, w))
     for _ in range(9):
         for a, b in zip(first, jax.tree_util.tree_leaves(f(x, vec, w))):
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+    # fused_sh_tp_simple's backward sums many edges into each source row
+    feats = jnp.asarray(rng.normal(size=(50, 16)), jnp.float32)
+    src = jnp.asarray(snd % 50)
+    ct = jnp.asarray(rng.normal(size=(e, 16)), jnp.float32)
+    g = jax.jit(jax.grad(lambda v, f: jnp.sum(bj.fused_sh_tp_simple(v, f, src) * ct), (0, 1)))
+    first = g(vec, feats)
+    for _ in range(9):
+        for a, b in zip(first, g(vec, feats)):
             assert np.array_equal(np.asarray(a), np.asarray(b))
 
 

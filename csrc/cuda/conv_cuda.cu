@@ -15,10 +15,9 @@
 // the sender side instead costs the width of a message (10x an x row for 34 paths) per edge.
 // Tangent mode (t non-null): the harmonics are replaced by J(v) t in the tile; nothing else
 // changes (see conv_ffi.h).
-#include <cstdlib>
-
 #include "conv_ffi.h"
 #include "cuda/cuda_common.h"
+#include "cuda/segment_sum.cuh"
 
 namespace bj {
 namespace {
@@ -324,27 +323,6 @@ __global__ void __launch_bounds__(32 * kWarps) conv_bwd_edge_kernel(ConvArgs<T> 
   if (lane == 0) sh_vjp_row<3>(a.v + 3 * e, g, a.v_bar + 3 * e, true);
 }
 
-// ---------------------------------------------------------------- backward, x_bar per sender
-constexpr int kSegThreads = 128;
-
-// x_bar[n, col] = sum of x_part[e, col] over the edges e of sender n in sender order (perm/seg),
-// skipping edges that do not exist or (after a vmap fold) belong to another sender.
-template <class T>
-__global__ void __launch_bounds__(kSegThreads) conv_bwd_x_sum_kernel(ConvArgs<T> a) {
-  const int64_t col = int64_t(blockIdx.y) * kSegThreads + threadIdx.x;
-  for (int64_t n = blockIdx.x; n < a.nx; n += gridDim.x) {
-    int64_t beg, end;
-    segment(a, n, &beg, &end);
-    T acc = T(0);
-    for (int64_t t = beg; t < end; ++t) {
-      const int64_t e = a.perm[t];
-      if (e < 0 || e >= a.ne || a.snd[e] != n || a.rcv[e] < 0 || a.rcv[e] >= a.no) continue;
-      if (col < a.x_w) acc += a.x_part[e * a.x_w + col];
-    }
-    if (col < a.x_w) a.x_bar[n * a.x_w + col] = acc;
-  }
-}
-
 // ---------------------------------------------------------------- handlers
 cudaError_t clear(ffi::AnyBuffer& b, cudaStream_t stream) {
   return b.element_count() ? cudaMemsetAsync(b.untyped_data(), 0, b.size_bytes(), stream) : cudaSuccess;
@@ -368,14 +346,13 @@ ffi::Error ConvFwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
     ConvArgs<T> a = shape.args<T>(x, v, t, w, runs, scale, snd, rcv, perm, seg);
     a.out = out->typed_data<T>();
     const unsigned grid = grid_for(no * blocks, kWarps);
-    // BJ_CONV_FWD_PREFETCH (experiment, read once): the software-pipelined edge loop
-    static const bool pf = std::getenv("BJ_CONV_FWD_PREFETCH") != nullptr;
-    if (l3max <= kConvL3Small) {
-      if (pf) conv_fwd_kernel<T, kConvL3Small, true><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
-      else conv_fwd_kernel<T, kConvL3Small, false><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
-    } else {
+    // the pipelined edge loop where its registers fit (fp32, l_out <= 3: 168 registers, no
+    // spills; measured 1.29 -> 1.08 ms on W2); fp64 and l_out up to 6 already spill without it
+    constexpr bool kPipelined = sizeof(T) == 4;
+    if (l3max <= kConvL3Small)
+      conv_fwd_kernel<T, kConvL3Small, kPipelined><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
+    else
       conv_fwd_kernel<T, 6, false><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
-    }
     return cuda_status("message_passing");
   });
 }
@@ -420,13 +397,10 @@ ffi::Error ConvBwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
     else conv_bwd_rcv_kernel<T, 6><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
     if (a.v_bar || a.w_bar)
       conv_bwd_edge_kernel<T><<<grid_for(ne, kWarps), 32 * kWarps, 0, stream>>>(a, int(blocks), part);
-    if (a.x_bar) {
-      a.perm = snd_perm.typed_data<int32_t>();
-      a.seg = snd_seg.typed_data<int32_t>();
-      const dim3 sum_grid(unsigned(std::min<int64_t>(nx, 1 << 20)),
-                          unsigned((x_w + kSegThreads - 1) / kSegThreads));
-      conv_bwd_x_sum_kernel<T><<<sum_grid, kSegThreads, 0, stream>>>(a);
-    }
+    if (a.x_bar)  // x_bar[s] = sum of the parts of s's existing edges, in sender order
+      launch_segment_sum(SegmentSum<T>{a.x_part, a.x_bar, snd_perm.typed_data<int32_t>(),
+                                       snd_seg.typed_data<int32_t>(), a.snd, a.rcv, ne, nx, x_w, no},
+                         stream);
     return cuda_status("message_passing");
   });
 }
