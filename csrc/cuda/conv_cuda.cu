@@ -24,10 +24,9 @@ namespace {
 
 constexpr int kWarps = 4;  // warps per block
 
-// kernel_order: the node-owned kernels number their warps block-major (item = block * nodes +
-// node). The warps in flight then run the same run's code, whose unrolled paths would otherwise
-// thrash the instruction cache (measured: half of all stalls), and the x_bar pass gathers only
-// one block's cotangent columns from random receivers at a time, which stay in L2.
+// kernel_order: the receiver-owned kernels number their warps block-major (item = block * nodes
+// + node). The warps in flight then run the same run's code, whose unrolled paths would
+// otherwise thrash the instruction cache (measured: half of all stalls).
 
 template <class T> struct EdgeTile {
   T y[32][17];  // harmonics of 32 edges (padded row: lane-strided stores avoid bank conflicts)
