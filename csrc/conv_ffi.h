@@ -180,6 +180,14 @@ struct ConvShape {
   }
 };
 
+// Which operands the requested backward results read: x_bar = B_x(H, w, ct) needs w,
+// v_bar = J^T g(x, w, ct) needs both, w_bar = B_w(x, H, ct) needs x.
+struct ConvReads {
+  bool x, w;
+  ConvReads(const ffi::AnyBuffer& x_bar, const ffi::AnyBuffer& v_bar, const ffi::AnyBuffer& w_bar)
+      : x(v_bar.element_count() || w_bar.element_count()), w(x_bar.element_count() || v_bar.element_count()) {}
+};
+
 // The result buffer's data, or null when it is empty (not asked for).
 template <class T> T* result_or_null(ffi::AnyBuffer& b) {
   return b.element_count() ? b.typed_data<T>() : nullptr;

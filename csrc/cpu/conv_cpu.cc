@@ -115,10 +115,9 @@ ffi::Error ConvBwdCpu(ffi::AnyBuffer x, ffi::AnyBuffer v, ffi::AnyBuffer t, ffi:
   (void)l3max;
   (void)zero_w;
   const ConvShape shape{nx, ne, no, x_w, w_w, o_w, blocks, l3max};
-  const bool need_x = v_bar->element_count() || w_bar->element_count();
-  const bool need_w = x_bar->element_count() || v_bar->element_count();
+  const ConvReads reads(*x_bar, *v_bar, *w_bar);
   if (auto err = shape.validate(x, v, t, w, runs, scale, snd, rcv, perm, seg, nx, ct.element_type(),
-                                need_x, need_w);
+                                reads.x, reads.w);
       !err.success())
     return err;
   if (auto err = shape.validate_bwd(ct, *x_bar, *v_bar, *w_bar, rcv_perm, rcv_seg, *y_part, *x_part);

@@ -366,10 +366,9 @@ ffi::Error ConvBwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
                        int64_t x_w, int64_t w_w, int64_t o_w, int64_t blocks, int64_t l3max,
                        int64_t zero_x, int64_t zero_w) {
   const ConvShape shape{nx, ne, no, x_w, w_w, o_w, blocks, l3max};
-  const bool need_x = v_bar->element_count() || w_bar->element_count();
-  const bool need_w = x_bar->element_count() || v_bar->element_count();
+  const ConvReads reads(*x_bar, *v_bar, *w_bar);
   if (auto err = shape.validate(x, v, t, w, runs, scale, snd, rcv, snd_perm, snd_seg, nx,
-                                ct.element_type(), need_x, need_w);
+                                ct.element_type(), reads.x, reads.w);
       !err.success())
     return err;
   if (auto err = shape.validate_bwd(ct, *x_bar, *v_bar, *w_bar, rcv_perm, rcv_seg, *y_part, *x_part);

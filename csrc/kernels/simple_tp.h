@@ -8,17 +8,18 @@
 
 namespace bj {
 
+// Calls f(l1, l2, l3) (integral constants) for the 34 seed paths in lexicographic order.
+template <class F> BJ_HD void for_each_seed_path(F&& f) {
+  static_for<0, 4>([&](auto l1) {
+    for_each_conv_path<decltype(l1)::value, 3>([&](auto l2, auto l3) { f(l1, l2, l3); });
+  });
+}
+
 template <class T> BJ_HD void simple_tp_row(const T* x, const T* y, T* out) {
   for (int k = 0; k < 16; ++k) out[k] = T(0);
-  static_for<0, 4>([&](auto l1) {
-    constexpr int L1 = decltype(l1)::value;
-    static_for<0, 4>([&](auto l2) {
-      constexpr int L2 = decltype(l2)::value;
-      static_for<conv_abs(L1 - L2), conv_min(L1 + L2, 3) + 1>([&](auto l3) {
-        constexpr int L3 = decltype(l3)::value;
-        UvuTerm<L1, L2, L3, T>::out(T(1), x + L1 * L1, y + L2 * L2, out + L3 * L3);
-      });
-    });
+  for_each_seed_path([&](auto l1, auto l2, auto l3) {
+    constexpr int L1 = decltype(l1)::value, L2 = decltype(l2)::value, L3 = decltype(l3)::value;
+    UvuTerm<L1, L2, L3, T>::out(T(1), x + L1 * L1, y + L2 * L2, out + L3 * L3);
   });
 }
 
@@ -29,17 +30,11 @@ template <class T> BJ_HD void simple_tp_vjp_row(const T* x, const T* y, const T*
     for (int i = 0; i < 16; ++i) x_bar[i] = T(0);
   if (y_bar)
     for (int j = 0; j < 16; ++j) y_bar[j] = T(0);
-  static_for<0, 4>([&](auto l1) {
-    constexpr int L1 = decltype(l1)::value;
-    static_for<0, 4>([&](auto l2) {
-      constexpr int L2 = decltype(l2)::value;
-      static_for<conv_abs(L1 - L2), conv_min(L1 + L2, 3) + 1>([&](auto l3) {
-        constexpr int L3 = decltype(l3)::value;
-        using Term = UvuTerm<L1, L2, L3, T>;
-        if (x_bar) Term::x(T(1), y + L2 * L2, ct + L3 * L3, x_bar + L1 * L1);
-        if (y_bar) Term::y(T(1), x + L1 * L1, ct + L3 * L3, y_bar + L2 * L2);
-      });
-    });
+  for_each_seed_path([&](auto l1, auto l2, auto l3) {
+    constexpr int L1 = decltype(l1)::value, L2 = decltype(l2)::value, L3 = decltype(l3)::value;
+    using Term = UvuTerm<L1, L2, L3, T>;
+    if (x_bar) Term::x(T(1), y + L2 * L2, ct + L3 * L3, x_bar + L1 * L1);
+    if (y_bar) Term::y(T(1), x + L1 * L1, ct + L3 * L3, y_bar + L2 * L2);
   });
 }
 
