@@ -83,38 +83,11 @@ def simple_paths() -> PathList:
     return PathList(tuple(rows), (1.0,) * len(rows), 16, 16, 0, 16)
 
 
-def fc_expand_layout():
-    """Order of the seed paths by l_out, and each l_out group's paths.
-
-    The fully connected product first expands t[p, u, k] = sum_ij C_p x[u, i] y[j] for every
-    path, stored grouped by l_out (paths in seed order inside a group), then contracts each
-    group with the weights: out[w, k] = sum_{p in group, u} t[p, u, k] W[p, u, w].
-    """
-    return {l: [p for p, t in enumerate(SEED_PATHS) if t[2] == l] for l in range(L_MAX + 1)}
-
-
-def fc_expand_paths(c_in: int) -> tuple[PathList, dict]:
-    """Path list for the expansion x[C_in, 16] (x) y[16] -> t (layout of ``fc_expand_layout``).
-
-    Returns the path list and, per l_out, (offset, number of paths) of its block in t's row; a
-    block is [num_paths, C_in, 2l+1] row-major.
-    """
-    rows, blocks, off = [], {}, 0
-    for l, group in fc_expand_layout().items():
-        d = 2 * l + 1
-        blocks[l] = (off, len(group))
-        for n, p in enumerate(group):
-            l1, l2, l3 = SEED_PATHS[p]
-            rows.append(path_row(l1, l2, l3, c_in, l1 * l1, 16, l2 * l2, off + n * c_in * d, d))
-        off += len(group) * c_in * d
-    return PathList(tuple(rows), (1.0,) * len(rows), 16 * c_in, 16, 0, off), blocks
-
-
 def seed_path_info() -> np.ndarray:
     return np.asarray(SEED_PATHS, np.int32)
 
 
 
 __all__ = ["TRIPLES", "SEED_PATHS", "CG_NONZEROS", "SH_MONOMIALS", "PathList", "cg_dense",
-           "simple_paths", "fc_expand_paths", "fc_expand_layout", "path_row", "seed_path_info"]
+           "simple_paths", "path_row", "seed_path_info"]
 

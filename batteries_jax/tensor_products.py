@@ -1,13 +1,12 @@
 """Public tensor products in the seed's layout ([..., 16] blocks l = 0..3)."""
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from batteries_jax import _checks, _paths
+from batteries_jax.primitives.fc import fc_p
 from batteries_jax.primitives.sh_tp_simple import sh_tp_simple_p
 from batteries_jax.primitives.uvu import sanitize_index, sorted_segments, uvu
 
@@ -37,19 +36,16 @@ def tensor_product_simple(x, y):
     return out.reshape(lead + (16,))
 
 
-@functools.lru_cache(maxsize=None)
-def _fc_plan(c_in: int):
-    return _paths.fc_expand_paths(c_in)
-
-
-def tensor_product(x, y, weights, *, precision=jax.lax.Precision.HIGHEST):
+def tensor_product(x, y, weights):
     """Fully connected product with shared weights (the seed's ``uvw``).
 
     ``x [..., C_in, 16]``, ``y [..., 16]``, ``weights [34, C_in, C_out]`` ->
     ``[..., C_out, 16]``: out[w, k] = sum_p sum_u sum_ij C_p[i,j,k] x[u,i] y[j] W[p,u,w].
 
-    Runs as a Clebsch-Gordan expansion (kernel) followed by one matrix product per l_out.
-    ``precision`` is that product's; the default keeps float32 accuracy (no TF32).
+    One fused kernel (the Clebsch-Gordan expansion is generated in shared memory and
+    contracted with the weights in float32/float64 FMA, never written out); the backward is
+    one fused call for every requested gradient. vmap over the weights (ensembles) runs as
+    one call with one weight block per batch entry.
     """
     x, y, weights = _checks.promote(("x", x), ("y", y), ("weights", weights))
     _checks.last_axis("x", x, 16)
@@ -61,18 +57,8 @@ def tensor_product(x, y, weights, *, precision=jax.lax.Precision.HIGHEST):
         raise ValueError(f"weights must be [34, C_in={c_in}, C_out], got shape {weights.shape}")
     c_out = weights.shape[2]
     lead, (xf, yf) = _checks.broadcast_rows((x, 2), (y, 1))
-    xf = xf.reshape(-1, c_in * 16)
-    n = xf.shape[0]
-    paths, blocks = _fc_plan(c_in)
-    t = uvu("o", paths, n, n, n, x=xf, y=yf)
-    outs = []
-    for l, group in _paths.fc_expand_layout().items():
-        off, count = blocks[l]
-        d = 2 * l + 1
-        tl = t[:, off: off + count * c_in * d].reshape(n, count * c_in, d)
-        wl = weights[np.asarray(group)].reshape(count * c_in, c_out)
-        outs.append(jnp.einsum("nqk,qw->nwk", tl, wl, precision=precision))
-    return jnp.concatenate(outs, axis=-1).reshape(lead + (c_out, 16))
+    out = fc_p.bind(xf.reshape(-1, c_in, 16), yf, weights[None])
+    return out.reshape(lead + (c_out, 16))
 
 
 def fused_sh_tp_simple(edge_vectors, node_features, source_idx):

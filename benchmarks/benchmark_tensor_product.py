@@ -11,7 +11,9 @@ import numpy as np
 
 import _harness as H
 
-args = H.parser(__doc__).parse_args()
+ap = H.parser(__doc__)
+ap.add_argument("--fc-only", action="store_true", help="only the fully connected product")
+args = ap.parse_args()
 H.setup(args)
 import batteries_jax as bj  # noqa: E402
 import batteries_jax.e3nn as bje  # noqa: E402
@@ -73,6 +75,9 @@ for N in ([50, 300] if args.cpu_size else [1000, 20_000]):
         H.bench(f"FC N={N} fwd", name, fwd, *a, reps=args.reps, warmup=args.warmup)
         H.bench(f"FC N={N} fwd+bwd", name, bwd, *a, c, reps=args.reps, warmup=args.warmup)
 
+if args.fc_only:
+    H.finish(args)
+    raise SystemExit(0)
 # channel-wise, per-row weights
 E = 2000 if args.cpu_size else 150_000
 C = 8 if args.cpu_size else 64

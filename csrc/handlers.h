@@ -10,7 +10,9 @@
   X(conv_fwd)     \
   X(conv_bwd)     \
   X(sh_tp_simple)   \
-  X(sh_tp_simple_bwd)
+  X(sh_tp_simple_bwd) \
+  X(fc)             \
+  X(fc_bwd)
 
 #define BJ_DECLARE(op)                                   \
   extern "C" XLA_FFI_Error* bj_##op##_cpu(XLA_FFI_CallFrame*); \

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_registrations_cover_every_op_on_cpu():
     regs = ext.registrations()
     assert set(regs["cpu"]) == {"bj_sh_fwd", "bj_sh_jvp", "bj_sh_vjp", "bj_uvu", "bj_conv_fwd",
-                                "bj_conv_bwd", "bj_sh_tp_simple", "bj_sh_tp_simple_bwd"}
+                                "bj_conv_bwd", "bj_sh_tp_simple", "bj_sh_tp_simple_bwd", "bj_fc", "bj_fc_bwd"}
     if _ffi.WITH_CUDA:
         assert set(regs["CUDA"]) == set(regs["cpu"])
 
@@ -44,6 +44,8 @@ def _mp_energy(x, v, w):
      ["bj_sh_fwd", "bj_sh_vjp"]),
     (lambda x, y: jax.grad(lambda x: jnp.sum(bj.tensor_product_simple(x, y) ** 2))(x),
      (jnp.ones((8, 16)), jnp.ones((8, 16))), ["bj_uvu"]),
+    (lambda x, y, w: jax.grad(lambda *a: jnp.sum(bj.tensor_product(*a) ** 2), (0, 1, 2))(x, y, w),
+     (jnp.ones((8, 3, 16)), jnp.ones((8, 16)), jnp.ones((34, 3, 5))), ["bj_fc", "bj_fc_bwd"]),
     (lambda x, v, w: jax.grad(_mp_energy, (0, 1, 2))(x, v, w),
      (jnp.ones((3, 4)), jnp.ones((5, 3)), jnp.ones((5, 4))), ["bj_conv_fwd", "bj_conv_bwd"]),
 ])

@@ -1,3 +1,5 @@
+import re
+
 import e3nn_jax as e3nn
 import e3nn_jax.legacy  # noqa: F401
 import jax
@@ -99,6 +101,65 @@ def test_fc_check_grads_and_vmap(rng):
     assert_close(out[3], ref_fc(x, y, Ws[3]))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fc_tile_edges(rng, dtype):
+    """Channel counts and row counts that do not fill the kernels' tiles (C_in > 32 and
+    C_out > 64 take several chunks; 43 rows leave partial tiles for every l_out)."""
+    x = jnp.asarray(rng.normal(size=(43, 37, 16)), dtype)
+    y = jnp.asarray(rng.normal(size=(43, 16)), dtype)
+    W = jnp.asarray(rng.normal(size=(34, 37, 67)) / 10, dtype)
+    c = jnp.asarray(rng.normal(size=(43, 67, 16)), dtype)
+    args64 = [np.asarray(a, np.float64) for a in (x, y, W)]
+    assert_close(jax.jit(bj.tensor_product)(x, y, W), ref_fc(*args64), dtype, scale=10)
+    g = jax.jit(jax.grad(lambda *a: jnp.sum(bj.tensor_product(*a) * c), (0, 1, 2)))(x, y, W)
+    gr = jax.grad(lambda *a: jnp.sum(ref_fc(*a) * np.asarray(c, np.float64)), (0, 1, 2))(*args64)
+    for a, b in zip(g, gr):
+        assert_close(a, b, dtype, scale=30)
+
+
+def test_fc_ensemble_vmap_and_gradients(rng):
+    """vmap over weights, over rows and weights together, and the ensemble's weight gradient."""
+    x = jnp.asarray(rng.normal(size=(4, 6, 3, 16)))
+    y = jnp.asarray(rng.normal(size=(6, 16)))
+    Ws = jnp.asarray(rng.normal(size=(4, 34, 3, 2)))
+    out = jax.vmap(bj.tensor_product, (0, None, 0))(x, y, Ws)
+    for b in range(4):
+        assert_close(out[b], ref_fc(x[b], y, Ws[b]))
+    loss = lambda x, W: jnp.sum(bj.tensor_product(x, y, W) ** 2)  # noqa: E731
+    ref_loss = lambda x, W: jnp.sum(ref_fc(x, y, W) ** 2)  # noqa: E731
+    g = jax.jit(jax.vmap(jax.grad(loss, (0, 1)), (0, 0)))(x, Ws)
+    for b in range(4):
+        gr = jax.grad(ref_loss, (0, 1))(x[b], Ws[b])
+        assert_close(g[0][b], gr[0])
+        assert_close(g[1][b], gr[1])
+    jvp = jax.vmap(lambda W, dW: jax.jvp(lambda W: bj.tensor_product(x[0], y, W), (W,), (dW,))[1])(Ws, Ws[::-1])
+    assert_close(jvp[1], ref_fc(x[0], y, Ws[2]))
+
+
+def test_fc_second_order_is_fused_family():
+    """grad, the force-matching style grad of a gradient norm, and the HLO: every call is one of
+    the FC kernels (no generic expansion)."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(5, 2, 16)))
+    y = jnp.asarray(rng.normal(size=(5, 16)))
+    W = jnp.asarray(rng.normal(size=(34, 2, 3)))
+
+    def dbl(f):
+        return lambda x, y, W: jax.grad(lambda W: jnp.sum(jax.grad(lambda y: jnp.sum(f(x, y, W) ** 2))(y) ** 2))(W)
+    assert_close(jax.jit(dbl(bj.tensor_product))(x, y, W), dbl(ref_fc)(x, y, W))
+    hlo = jax.jit(dbl(bj.tensor_product)).lower(x, y, W).as_text()
+    assert "bj_fc_bwd" in hlo and "bj_uvu" not in hlo
+    hlo = jax.jit(jax.grad(lambda *a: jnp.sum(bj.tensor_product(*a) ** 2), (0, 1, 2))).lower(x, y, W).as_text()
+    assert sorted(re.findall(r"custom_call @(bj_[a-z_]+)", hlo)) == ["bj_fc", "bj_fc_bwd"]
+
+
+def test_fc_empty(rng):
+    W = jnp.asarray(rng.normal(size=(34, 2, 3)))
+    assert bj.tensor_product(jnp.zeros((0, 2, 16)), jnp.zeros((0, 16)), W).shape == (0, 3, 16)
+    g = jax.grad(lambda W: jnp.sum(bj.tensor_product(jnp.zeros((0, 2, 16)), jnp.zeros((0, 16)), W)))(W)
+    assert g.shape == W.shape and not np.any(np.asarray(g))
+
+
 def test_fc_matches_e3nn_legacy(rng):
     irx, iry, iro = "4x0e+4x1e+4x2e+4x3e", "0e+1e+2e+3e", "3x0e+3x1e+3x2e+3x3e"
     tp = e3nn.legacy.FunctionalFullyConnectedTensorProduct(irx, iry, iro)
@@ -193,6 +254,23 @@ def test_paths_single_source():
     # the simple product's table is the seed path list, in order, with component coefficients
     rows = _paths.simple_paths().int_table()
     assert [tuple(r[:3]) for r in rows] == [tuple(p) for p in bj.get_tp_path_info()]
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gpu_fc_matches_cpu(rng, dtype):
+    """The CUDA kernels against the CPU handler on a size with many tiles and slabs."""
+    x = jnp.asarray(rng.normal(size=(3001, 40, 16)), dtype)
+    y = jnp.asarray(rng.normal(size=(3001, 16)), dtype)
+    W = jnp.asarray(rng.normal(size=(34, 40, 70)) / 10, dtype)
+    c = jnp.asarray(rng.normal(size=(3001, 70, 16)), dtype)
+    f = jax.jit(lambda *a: (bj.tensor_product(*a[:3]),
+                            jax.grad(lambda *b: jnp.sum(bj.tensor_product(*b) * a[3]), (0, 1, 2))(*a[:3])))
+    gpu = f(x, y, W, c)
+    with jax.default_device(jax.devices("cpu")[0]):
+        ref = f(*[jax.device_put(a, jax.devices("cpu")[0]) for a in (x, y, W, c)])
+    for a, b in zip(jax.tree.leaves(gpu), jax.tree.leaves(ref)):
+        assert_close(a, b, dtype, scale=30)
 
 
 @requires_gpu

@@ -1,0 +1,146 @@
+// XLA FFI CPU handlers of the fully connected product: one row at a time, one path at a time,
+// through the per-row matrix M_p of kernels/fc.h (the CUDA kernels' factorisation).
+#include <vector>
+
+#include "fc_ffi.h"
+
+namespace bj {
+namespace {
+
+template <class F> void for_each_seed_path_by_l3(F&& f) {
+  static_for<0, 4>([&](auto l3) { for_each_fc_path<decltype(l3)::value>([&](auto l1, auto l2, auto p) { f(l1, l2, l3, p); }); });
+}
+
+// xt [n, 16, C_in] -> outt [n, 16, C_out] (component axis first, as the CUDA kernels use).
+template <class T> void fc_forward(const T* xt, const T* y, const T* w, T* outt, const FcDims& d) {
+  for (int64_t q = 0; q < d.n * d.c_out * 16; ++q) outt[q] = T(0);
+  std::vector<T> a(7 * d.c_in);  // A[(n, k), (p, u)] of one row and path, k-major
+  for (int64_t n = 0; n < d.n; ++n) {
+    const T* wg = w + (n / d.rows_per_group) * d.w_size();
+    for_each_seed_path_by_l3([&](auto l1, auto l2, auto l3, auto p) {
+      constexpr int L1 = decltype(l1)::value, L2 = decltype(l2)::value, L3 = decltype(l3)::value;
+      constexpr int D1 = 2 * L1 + 1, D3 = 2 * L3 + 1;
+      T m[D1 * D3];
+      fc_row_matrix<L1, L2, L3>(y + 16 * n + L2 * L2, m);
+      for (int64_t u = 0; u < d.c_in; ++u)
+        for (int k = 0; k < D3; ++k) {
+          T s = T(0);
+          for (int i = 0; i < D1; ++i) s += xt[(n * 16 + L1 * L1 + i) * d.c_in + u] * m[i * D3 + k];
+          a[k * d.c_in + u] = s;
+        }
+      const T* wp = wg + decltype(p)::value * d.c_in * d.c_out;
+      for (int64_t o = 0; o < d.c_out; ++o)
+        for (int k = 0; k < D3; ++k) {
+          T s = T(0);
+          for (int64_t u = 0; u < d.c_in; ++u) s += a[k * d.c_in + u] * wp[u * d.c_out + o];
+          outt[(n * 16 + L3 * L3 + k) * d.c_out + o] += s;
+        }
+    });
+  }
+}
+
+// xt, ctt, x_bart: [n, 16, C] (component axis first). Results are summed row after row
+// (deterministic).
+template <class T>
+void fc_backward(const T* xt, const T* y, const T* w, const T* ctt, T* x_bart, T* y_bar, T* w_bar, const FcDims& d) {
+  if (x_bart)
+    for (int64_t q = 0; q < d.n * d.c_in * 16; ++q) x_bart[q] = T(0);
+  if (y_bar)
+    for (int64_t q = 0; q < d.n * 16; ++q) y_bar[q] = T(0);
+  if (w_bar)
+    for (int64_t q = 0; q < d.groups * d.w_size(); ++q) w_bar[q] = T(0);
+  std::vector<T> g(7 * d.c_in);  // G[k, u] = sum_w ct[n, k, w] W[p, u, w]
+  for (int64_t n = 0; n < d.n; ++n) {
+    const int64_t grp = n / d.rows_per_group;
+    for_each_seed_path_by_l3([&](auto l1, auto l2, auto l3, auto p) {
+      constexpr int L1 = decltype(l1)::value, L2 = decltype(l2)::value, L3 = decltype(l3)::value;
+      constexpr int D1 = 2 * L1 + 1, D2 = 2 * L2 + 1, D3 = 2 * L3 + 1;
+      constexpr int P = decltype(p)::value;
+      T m[D1 * D3];
+      fc_row_matrix<L1, L2, L3>(y + 16 * n + L2 * L2, m);
+      const T* ct = ctt + (n * 16 + L3 * L3) * d.c_out;  // ct[k * C_out + w]
+      const T* xr = xt ? xt + (n * 16 + L1 * L1) * d.c_in : nullptr;  // x[i * C_in + u]
+      if (x_bart || y_bar) {
+        const T* wp = w + (grp * kSeedPaths + P) * d.c_in * d.c_out;
+        for (int k = 0; k < D3; ++k)
+          for (int64_t u = 0; u < d.c_in; ++u) {
+            T s = T(0);
+            for (int64_t o = 0; o < d.c_out; ++o) s += ct[k * d.c_out + o] * wp[u * d.c_out + o];
+            g[k * d.c_in + u] = s;
+          }
+        if (x_bart)
+          for (int64_t u = 0; u < d.c_in; ++u)
+            for (int i = 0; i < D1; ++i) {
+              T s = T(0);
+              for (int k = 0; k < D3; ++k) s += m[i * D3 + k] * g[k * d.c_in + u];
+              x_bart[(n * 16 + L1 * L1 + i) * d.c_in + u] += s;
+            }
+        if (y_bar) {  // H[i, k] = sum_u x[u, i] G[k, u], then y_bar_j += sum_ik C_ijk H[i, k]
+          T h[D1 * D3];
+          for (int i = 0; i < D1; ++i)
+            for (int k = 0; k < D3; ++k) {
+              T s = T(0);
+              for (int64_t u = 0; u < d.c_in; ++u) s += xr[i * d.c_in + u] * g[k * d.c_in + u];
+              h[i * D3 + k] = s;
+            }
+          T yb[D2] = {};
+          CG<L1, L2, L3>::visit([&](int i, int j, int k, double c) { yb[j] += T(c) * h[i * D3 + k]; });
+          for (int j = 0; j < D2; ++j) y_bar[16 * n + L2 * L2 + j] += yb[j];
+        }
+      }
+      if (w_bar) {  // W_bar[p, u, w] += sum_k A[k, u] ct[k, w]
+        T* wb = w_bar + (grp * kSeedPaths + P) * d.c_in * d.c_out;
+        for (int64_t u = 0; u < d.c_in; ++u) {
+          T a[D3];
+          for (int k = 0; k < D3; ++k) {
+            T s = T(0);
+            for (int i = 0; i < D1; ++i) s += xr[i * d.c_in + u] * m[i * D3 + k];
+            a[k] = s;
+          }
+          for (int64_t o = 0; o < d.c_out; ++o) {
+            T s = T(0);
+            for (int k = 0; k < D3; ++k) s += a[k] * ct[k * d.c_out + o];
+            wb[u * d.c_out + o] += s;
+          }
+        }
+      }
+    });
+  }
+}
+
+ffi::Error FcCpu(ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> outt,
+                 int64_t c_in, int64_t c_out, int64_t groups) {
+  FcDims d;
+  if (auto err = fc_check(xt, y, w, *outt, c_in, c_out, groups, &d); !err.success()) return err;
+  return dispatch_float(outt->element_type(), "tensor_product", [&](auto tag) {
+    using T = decltype(tag);
+    fc_forward<T>(xt.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), outt->typed_data<T>(), d);
+    return ffi::Error::Success();
+  });
+}
+
+ffi::Error FcBwdCpu(ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::AnyBuffer ctt,
+                    ffi::Result<ffi::AnyBuffer> x_bar, ffi::Result<ffi::AnyBuffer> y_bar,
+                    ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> w_part, int64_t c_in,
+                    int64_t c_out, int64_t groups, int64_t slabs) {
+  FcDims d;
+  FcBwdNeed need;
+  if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *w_part, c_in, c_out, groups, slabs, &d, &need);
+      !err.success())
+    return err;
+  return dispatch_float(ctt.element_type(), "tensor_product", [&](auto tag) {
+    using T = decltype(tag);
+    fc_backward<T>(xt.element_count() ? xt.typed_data<T>() : nullptr, y.typed_data<T>(),
+                   w.element_count() ? w.typed_data<T>() : nullptr, ctt.typed_data<T>(),
+                   need.x_bar ? x_bar->typed_data<T>() : nullptr, need.y_bar ? y_bar->typed_data<T>() : nullptr,
+                   need.w_bar ? w_bar->typed_data<T>() : nullptr, d);
+    return ffi::Error::Success();
+  });
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bj_fc_cpu, FcCpu, BJ_FC_BINDING(ffi::Ffi::Bind()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bj_fc_bwd_cpu, FcBwdCpu, BJ_FC_BWD_BINDING(ffi::Ffi::Bind()));
+
+}  // namespace bj

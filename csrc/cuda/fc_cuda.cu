@@ -1,0 +1,561 @@
+// XLA FFI CUDA handlers of the fully connected product (kernels/fc.h).
+//
+// Each kernel is a register-tiled matrix product whose A operand is generated in shared
+// memory from x and the per-row matrices M_p, so the [rows, paths, C_in, 2l+1] expansion is
+// never written to memory:
+//   forward   out[(n,k), w]  = sum_{p,u} A_p[(n,k), u] W[p, u, w]      one CTA: 128 (n,k) x 64 w
+//   x/y_bar   G_p[(n,k), u]  = sum_w ct[(n,k), w] W[p, u, w], then contracted with M_p (x_bar)
+//             and with x (y_bar)                                       one CTA: 128 (n,k), all p
+//   w_bar     W_bar[p, u, w] = sum_{(n,k)} A_p[(n,k), u] ct[(n,k), w]  one CTA: one path, a slab
+//             of rows; slabs summed in a fixed order by a second kernel (no atomics).
+// A tile covers R = 128 / (2 l3 + 1) rows of one group and one l3, so that (n, k) fills 128.
+#include <cuda_runtime.h>
+
+#include "cuda/cuda_common.h"
+#include "fc_ffi.h"
+
+namespace bj {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kBM = 128;        // (n, k) pairs per tile
+constexpr int kBN = 64;         // output channels per forward CTA / w_bar CTA
+constexpr int kMatMax = 896;    // max over l3 of R * (2 l1 + 1) * (2 l3 + 1)
+constexpr int kPad = 4;         // row padding of transposed stages (keeps 16-byte alignment)
+
+// Reduction-chunk width: 32 channels in fp32, 16 in fp64 (same shared-memory bytes).
+template <class T> struct Chunk { static constexpr int K = sizeof(T) == 4 ? 32 : 16; };
+template <int L3> struct Tile {
+  static constexpr int D = 2 * L3 + 1, R = kBM / D;
+};
+
+__device__ __forceinline__ void lds4(const float* p, float* v) {
+  const float4 q = *reinterpret_cast<const float4*>(p);
+  v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+}
+__device__ __forceinline__ void lds4(const double* p, double* v) {
+  const double2 a = reinterpret_cast<const double2*>(p)[0], b = reinterpret_cast<const double2*>(p)[1];
+  v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
+}
+__device__ __forceinline__ void lds2(const float* p, float* v) {
+  const float2 q = *reinterpret_cast<const float2*>(p);
+  v[0] = q.x; v[1] = q.y;
+}
+__device__ __forceinline__ void lds2(const double* p, double* v) {
+  const double2 q = *reinterpret_cast<const double2*>(p);
+  v[0] = q.x; v[1] = q.y;
+}
+
+// M_p of the tile's rows into shared memory: mat[(r * D1 + i) * D3 + k] (zeros past nrows).
+template <int L1, int L2, int L3, class T>
+__device__ void build_matrices(const T* y, int64_t row0, int nrows, T* mat) {
+  constexpr int D1 = 2 * L1 + 1, D3 = 2 * L3 + 1, R = Tile<L3>::R;
+  for (int r = threadIdx.x; r < R; r += kThreads) {
+    T m[D1 * D3];
+    if (r < nrows) fc_row_matrix<L1, L2, L3>(y + (row0 + r) * 16 + L2 * L2, m);
+    else
+      for (int q = 0; q < D1 * D3; ++q) m[q] = T(0);
+    for (int q = 0; q < D1 * D3; ++q) mat[r * D1 * D3 + q] = m[q];
+  }
+}
+
+// The path of index pi among those into L3 (runtime), as compile-time (l1, l2, p) for f; the
+// returned l1 lets the path-independent code (the products) stay one copy per L3.
+template <int L3, class F> __device__ int with_fc_path(int pi, F&& f) {
+  int n = 0, l1_out = 0;
+  for_each_fc_path<L3>([&](auto l1, auto l2, auto p) {
+    if (n++ == pi) {
+      f(l1, l2, p);
+      l1_out = decltype(l1)::value;
+    }
+  });
+  return l1_out;
+}
+
+template <int L3> constexpr int fc_path_count() {
+  int n = 0;
+  for (int a = 0; a < 4; ++a)
+    for (int b = 0; b < 4; ++b) n += (conv_abs(a - b) <= L3 && L3 <= a + b) ? 1 : 0;
+  return n;
+}
+
+// Work items of a launch over tiles: items [start[o], start[o+1]) have l3 = l3_of[o]; within
+// them, tile t of group g is item g * per_group[o] + t.
+struct TileMap {
+  int64_t start[5];
+  int64_t per_group[4];
+  int l3_of[4];
+};
+
+struct TileRef {
+  int l3, nrows, g;
+  int64_t row0;
+};
+
+__device__ TileRef locate(const TileMap& tm, const FcDims& d, int64_t item) {
+  int o = 0;
+  while (o < 3 && item >= tm.start[o + 1]) ++o;
+  const int l3 = tm.l3_of[o];
+  const int64_t local = item - tm.start[o], g = local / tm.per_group[o], t = local % tm.per_group[o];
+  const int R = kBM / (2 * l3 + 1);
+  const int64_t first = t * R, left = d.rows_per_group - first;
+  return TileRef{l3, int(left < R ? left : R), int(g), g * d.rows_per_group + first};
+}
+
+// ------------------------------------------------------------------------------ forward
+template <class T> struct FwdSmem {
+  T a[Chunk<T>::K][kBM + kPad];  // A chunk, [u][(n, k)]
+  T b[Chunk<T>::K][kBN];         // W chunk, [u][w]
+  T mat[kMatMax];
+};
+
+template <class T> struct FwdArgs {
+  const T* xt;  // [n, 16, C_in]
+  const T* y;
+  const T* w;
+  T* outt;      // [n, 16, C_out]
+  FcDims d;
+};
+
+// 4 consecutive values to global memory (vectorised when aligned).
+template <class T> __device__ __forceinline__ void st4(T* p, const T* v, bool vec) {
+  if (vec) {
+    if constexpr (sizeof(T) == 4) {
+      *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+      reinterpret_cast<double2*>(p)[0] = make_double2(v[0], v[1]);
+      reinterpret_cast<double2*>(p)[1] = make_double2(v[2], v[3]);
+    }
+  } else {
+    for (int j = 0; j < 4; ++j) p[j] = v[j];
+  }
+}
+
+// Thread layout of the 128 x 64 product: 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times
+// 8 channels {4 tw .. +3, 32 + 4 tw .. +3}.
+template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T>& s) {
+  constexpr int D = 2 * L3 + 1, BK = Chunk<T>::K;
+  const int tid = threadIdx.x, tm = tid % 16, tw = tid / 16;
+  constexpr int R = Tile<L3>::R;
+  T acc[8][8];
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
+  for (int q = tid; q < BK * (kBM - R * D); q += kThreads)  // (n, k) slots past the tile's rows
+    s.a[q / (kBM - R * D)][R * D + q % (kBM - R * D)] = T(0);
+
+  for (int pi = 0; pi < fc_path_count<L3>(); ++pi) {
+    __syncthreads();  // the previous path's readers of mat, a and b are done
+    int P = 0;
+    const int L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto p) {
+      build_matrices<decltype(l1)::value, decltype(l2)::value, L3>(a.y, t.row0, t.nrows, s.mat);
+      P = decltype(p)::value;
+    });
+    const int D1 = 2 * L1 + 1;
+    const T* wp = a.w + (int64_t(t.g) * kSeedPaths + P) * a.d.c_in * a.d.c_out;
+    for (int64_t u0 = 0; u0 < a.d.c_in; u0 += BK) {
+      __syncthreads();
+      // A chunk: one thread per (row, channel) reads the row's l1 block of x once (channels
+      // fastest: coalesced in the [n, 16, C_in] layout) and writes A for every k of the row.
+      for (int q = tid; q < R * BK; q += kThreads) {
+        const int uu = q % BK, r = q / BK;
+        T xv[7];
+        const bool ok = r < t.nrows && u0 + uu < a.d.c_in;
+        const T* xu = a.xt + ((t.row0 + (ok ? r : 0)) * 16 + L1 * L1) * a.d.c_in + u0 + (ok ? uu : 0);
+#pragma unroll
+        for (int i = 0; i < 7; ++i) xv[i] = (ok && i < D1) ? xu[i * a.d.c_in] : T(0);
+        const T* mr = s.mat + r * D1 * D;
+#pragma unroll
+        for (int k = 0; k < D; ++k) {
+          T v = T(0);
+#pragma unroll
+          for (int i = 0; i < 7; ++i)
+            if (i < D1) v += xv[i] * mr[i * D + k];
+          s.a[uu][r * D + k] = v;
+        }
+      }
+      for (int q = tid; q < BK * kBN; q += kThreads) {
+        const int uu = q / kBN, c = q % kBN;
+        const int64_t u = u0 + uu, wc = w0 + c;
+        s.b[uu][c] = (u < a.d.c_in && wc < a.d.c_out) ? wp[u * a.d.c_out + wc] : T(0);
+      }
+      __syncthreads();
+#pragma unroll 8
+      for (int uu = 0; uu < BK; ++uu) {
+        T av[8], bv[8];
+        lds4(&s.a[uu][4 * tm], av);
+        lds4(&s.a[uu][64 + 4 * tm], av + 4);
+        lds4(&s.b[uu][4 * tw], bv);
+        lds4(&s.b[uu][32 + 4 * tw], bv + 4);
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+          for (int j = 0; j < 8; ++j) acc[i][j] += av[i] * bv[j];
+      }
+    }
+  }
+  const bool vec = a.d.c_out % 4 == 0;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int m = (i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4), r = m / D, k = m % D;
+    if (r >= t.nrows) continue;
+    T* orow = a.outt + ((t.row0 + r) * 16 + L3 * L3 + k) * a.d.c_out;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t wc = w0 + 32 * h + 4 * tw;
+      if (wc + 4 <= a.d.c_out) st4(orow + wc, &acc[i][4 * h], vec);
+      else
+        for (int j = 0; j < 4 && wc + j < a.d.c_out; ++j) orow[wc + j] = acc[i][4 * h + j];
+    }
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 3 : 2) fc_fwd_kernel(FwdArgs<T> a, TileMap map) {
+  __shared__ __align__(16) FwdSmem<T> s;
+  const TileRef t = locate(map, a.d, blockIdx.x);
+  const int w0 = blockIdx.y * kBN;
+  switch (t.l3) {
+    case 0: fwd_tile<T, 0>(a, t, w0, s); break;
+    case 1: fwd_tile<T, 1>(a, t, w0, s); break;
+    case 2: fwd_tile<T, 2>(a, t, w0, s); break;
+    default: fwd_tile<T, 3>(a, t, w0, s); break;
+  }
+}
+
+// ------------------------------------------------------------------------------ x_bar, y_bar
+template <class T> struct XyArgs {
+  const T* xt;   // [n, 16, C_in], read for y_bar
+  const T* y;
+  const T* w;
+  const T* ctt;  // [n, 16, C_out]
+  T* x_bart;     // [n, 16, C_in] or null
+  T* y_bar;      // [n, 16] or null
+  FcDims d;
+};
+
+template <class T> struct XySmem {
+  union {
+    T c[Chunk<T>::K][kBM + kPad];  // ct chunk, [w][(n, k)]
+    T g[Chunk<T>::K][kBM + kPad];  // G chunk, [u][(n, k)], once the product is done
+  };
+  T wt[Chunk<T>::K][Chunk<T>::K];  // W chunk, [w][u]
+  T mat[kMatMax];
+  T h[kMatMax];                    // H[r][i][k] = sum_u x[n, u, i] G[(n, k), u]
+};
+
+// One launch per l3 (x_bar and y_bar rows are shared by the l3 blocks: the launches add in
+// stream order, so the sum is deterministic). Thread layout of the 128 x K product: 8 (n, k)
+// rows as in the forward times K/8 channels u {tu*K/8 ..}.
+template <class T, int L3>
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel(XyArgs<T> a, TileMap map) {
+  constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, TU = BK / 8;
+  __shared__ __align__(16) XySmem<T> s;
+  const TileRef t = locate(map, a.d, blockIdx.x);
+  const int tid = threadIdx.x, tm = tid % 16, tu = tid / 16;
+  const int64_t c_in = a.d.c_in, c_out = a.d.c_out;
+
+  for (int pi = 0; pi < fc_path_count<L3>(); ++pi) {
+    __syncthreads();
+    int P = 0;
+    const int L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto p) {
+      build_matrices<decltype(l1)::value, decltype(l2)::value, L3>(a.y, t.row0, t.nrows, s.mat);
+      P = decltype(p)::value;
+    });
+    const int D1 = 2 * L1 + 1;
+    for (int q = tid; q < R * D1 * D; q += kThreads) s.h[q] = T(0);
+    const T* wp = a.w + (int64_t(t.g) * kSeedPaths + P) * c_in * c_out;
+    for (int64_t u0 = 0; u0 < c_in; u0 += BK) {
+      T acc[8][TU];
+      for (int i = 0; i < 8; ++i)
+        for (int j = 0; j < TU; ++j) acc[i][j] = T(0);
+      for (int64_t w0 = 0; w0 < c_out; w0 += BK) {
+        __syncthreads();
+        for (int q = tid; q < BK * kBM; q += kThreads) {
+          const int ww = q % BK, m = q / BK, r = m / D, k = m % D;
+          s.c[ww][m] = (r < t.nrows && w0 + ww < c_out) ? a.ctt[((t.row0 + r) * 16 + L3 * L3 + k) * c_out + w0 + ww]
+                                                         : T(0);
+        }
+        for (int q = tid; q < BK * BK; q += kThreads) {
+          const int uu = q / BK, ww = q % BK;
+          s.wt[ww][uu] = (u0 + uu < c_in && w0 + ww < c_out) ? wp[(u0 + uu) * c_out + w0 + ww] : T(0);
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int ww = 0; ww < BK; ++ww) {
+          T av[8], bv[TU];
+          lds4(&s.c[ww][4 * tm], av);
+          lds4(&s.c[ww][64 + 4 * tm], av + 4);
+          if constexpr (TU == 4) lds4(&s.wt[ww][TU * tu], bv);
+          else lds2(&s.wt[ww][TU * tu], bv);
+#pragma unroll
+          for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < TU; ++j) acc[i][j] += av[i] * bv[j];
+        }
+      }
+      __syncthreads();  // every thread is done with s.c before s.g overwrites it
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < TU; ++j) s.g[TU * tu + j][i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4] = acc[i][j];
+      __syncthreads();
+      if (a.x_bart)  // x_bar[n, i, u] += sum_k M[r][i][k] G[(r, k), u]; one thread per (r, u),
+                     // channels fastest (coalesced)
+        for (int q = tid; q < R * BK; q += kThreads) {
+          const int uu = q % BK, r = q / BK;
+          if (r >= t.nrows || u0 + uu >= c_in) continue;
+          T* xb = a.x_bart + ((t.row0 + r) * 16 + L1 * L1) * c_in + u0 + uu;
+          T gk[D];
+#pragma unroll
+          for (int k = 0; k < D; ++k) gk[k] = s.g[uu][r * D + k];
+          for (int i = 0; i < D1; ++i) {
+            T v = T(0);
+#pragma unroll
+            for (int k = 0; k < D; ++k) v += s.mat[(r * D1 + i) * D + k] * gk[k];
+            xb[i * c_in] += v;
+          }
+        }
+      if (a.y_bar)  // H[r][i][k] += sum_u x[n, u, i] G[(r, k), u]; one thread per (r, i, k)
+        for (int q = tid; q < t.nrows * D1 * D; q += kThreads) {
+          const int k = q % D, i = (q / D) % D1, r = q / (D * D1);
+          const T* xr = a.xt + ((t.row0 + r) * 16 + L1 * L1 + i) * c_in + u0;
+          const int nu = int(c_in - u0 < BK ? c_in - u0 : BK);
+          T v = T(0);
+          for (int uu = 0; uu < nu; ++uu) v += xr[uu] * s.g[uu][r * D + k];
+          s.h[q] += v;
+        }
+    }
+    if (a.y_bar) {  // y_bar[n, j] += sum_ik C_ijk H[r][i][k]; one thread per row
+      __syncthreads();
+      with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
+        constexpr int L1c = decltype(l1)::value, L2 = decltype(l2)::value, D1c = 2 * L1c + 1, D2 = 2 * L2 + 1;
+        for (int r = tid; r < t.nrows; r += kThreads) {
+          T yb[D2];
+          for (int j = 0; j < D2; ++j) yb[j] = T(0);
+          const T* h = s.h + r * D1c * D;
+          CG<L1c, L2, L3>::visit([&](int i, int j, int k, double c) { yb[j] += T(c) * h[i * D + k]; });
+          T* out = a.y_bar + (t.row0 + r) * 16 + L2 * L2;
+          for (int j = 0; j < D2; ++j) out[j] += yb[j];
+        }
+      });
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------ w_bar
+template <class T> struct WArgs {
+  const T* xt;   // [n, 16, C_in]
+  const T* y;
+  const T* ctt;  // [n, 16, C_out]
+  T* part;       // [groups, slabs, 34, C_in, C_out]
+  FcDims d;
+  int64_t slabs, slab_rows;
+};
+
+// (n, k) pairs per reduction chunk of the w_bar product (same shared-memory bytes in fp64).
+template <class T> struct WChunk { static constexpr int M = sizeof(T) == 4 ? 64 : 32; };
+
+template <class T> struct WSmem {
+  T a[WChunk<T>::M][Chunk<T>::K];  // A chunk, [(n, k)][u]
+  T c[WChunk<T>::M][kBN];          // ct chunk, [(n, k)][w]
+  T mat[kMatMax];
+};
+
+// Thread layout of the K x 64 product: 4 channels u {4 tu ..} times TW channels w {TW tw ..}.
+template <class T, int L3>
+__device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows, int64_t u0, int64_t w0, WSmem<T>& s) {
+  constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, BK = Chunk<T>::K;
+  constexpr int NU = BK / 4, TW = kBN / (kThreads / NU), kWm = WChunk<T>::M;
+  const int tid = threadIdx.x, tu = tid % NU, tw = tid / NU;
+  const int64_t c_in = a.d.c_in, c_out = a.d.c_out;
+  int P = 0;
+  T acc[4][TW];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < TW; ++j) acc[i][j] = T(0);
+  int L1 = 0;
+  for (int64_t r0 = 0; r0 < s_rows; r0 += R) {
+    const int nrows = int(s_rows - r0 < R ? s_rows - r0 : R);
+    const int64_t row0 = s_row0 + r0;
+    __syncthreads();
+    L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
+      build_matrices<decltype(l1)::value, decltype(l2)::value, L3>(a.y, row0, nrows, s.mat);
+    });
+    const int D1 = 2 * L1 + 1;
+    for (int m0 = 0; m0 < nrows * D; m0 += kWm) {
+      __syncthreads();
+      for (int q = tid; q < kWm * BK; q += kThreads) {
+        const int uu = q % BK, mm = q / BK, m = m0 + mm, r = m / D, k = m % D;
+        T v = T(0);
+        if (m < nrows * D && u0 + uu < c_in) {
+          const T* xr = a.xt + ((row0 + r) * 16 + L1 * L1) * c_in + u0 + uu;
+          for (int i = 0; i < D1; ++i) v += xr[i * c_in] * s.mat[(r * D1 + i) * D + k];
+        }
+        s.a[mm][uu] = v;
+      }
+      for (int q = tid; q < kWm * kBN; q += kThreads) {
+        const int c = q % kBN, mm = q / kBN, m = m0 + mm, r = m / D, k = m % D;
+        s.c[mm][c] = (m < nrows * D && w0 + c < c_out) ? a.ctt[((row0 + r) * 16 + L3 * L3 + k) * c_out + w0 + c] : T(0);
+      }
+      __syncthreads();
+#pragma unroll 8
+      for (int mm = 0; mm < kWm; ++mm) {
+        T av[4], bv[TW];
+        lds4(&s.a[mm][4 * tu], av);
+        if constexpr (TW == 4) lds4(&s.c[mm][TW * tw], bv);
+        else lds2(&s.c[mm][TW * tw], bv);
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int j = 0; j < TW; ++j) acc[i][j] += av[i] * bv[j];
+      }
+    }
+  }
+  with_fc_path<L3>(pi, [&](auto, auto, auto p) { P = decltype(p)::value; });
+  const int64_t slab = blockIdx.x / kSeedPaths;  // = g * slabs + s
+  T* out = a.part + (slab * kSeedPaths + P) * c_in * c_out;
+  for (int i = 0; i < 4; ++i) {
+    const int64_t u = u0 + 4 * tu + i;
+    if (u >= c_in) continue;
+    for (int j = 0; j < TW; ++j) {
+      const int64_t wc = w0 + TW * tw + j;
+      if (wc < c_out) out[u * c_out + wc] = acc[i][j];
+    }
+  }
+}
+
+// (l3, index among the paths into l3) of each seed path.
+struct SeedPathSlot {
+  int l3, pi;
+};
+__device__ SeedPathSlot seed_slot(int P) {
+  SeedPathSlot out{0, 0};
+  static_for<0, 4>([&](auto l3) {
+    int n = 0;
+    for_each_fc_path<decltype(l3)::value>([&](auto, auto, auto p) {
+      if (decltype(p)::value == P) out = SeedPathSlot{decltype(l3)::value, n};
+      ++n;
+    });
+  });
+  return out;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads, 4) fc_w_kernel(WArgs<T> a) {
+  __shared__ __align__(16) WSmem<T> s;
+  const int P = blockIdx.x % kSeedPaths;
+  const int64_t gs = blockIdx.x / kSeedPaths, g = gs / a.slabs, sl = gs % a.slabs;
+  const int64_t first = sl * a.slab_rows;
+  const int64_t rows = first >= a.d.rows_per_group ? 0
+                       : (a.d.rows_per_group - first < a.slab_rows ? a.d.rows_per_group - first : a.slab_rows);
+  const int64_t u0 = int64_t(blockIdx.y) * Chunk<T>::K, w0 = int64_t(blockIdx.z) * kBN;
+  const int64_t row0 = g * a.d.rows_per_group + first;
+  const SeedPathSlot slot = seed_slot(P);
+  switch (slot.l3) {
+    case 0: w_path<T, 0>(a, slot.pi, row0, rows, u0, w0, s); break;
+    case 1: w_path<T, 1>(a, slot.pi, row0, rows, u0, w0, s); break;
+    case 2: w_path<T, 2>(a, slot.pi, row0, rows, u0, w0, s); break;
+    default: w_path<T, 3>(a, slot.pi, row0, rows, u0, w0, s); break;
+  }
+}
+
+// w_bar[g, q] = sum_s part[g, s, q] in slab order.
+template <class T> __global__ void fc_slab_sum_kernel(const T* part, T* w_bar, int64_t groups, int64_t slabs, int64_t size) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= groups * size) return;
+  const int64_t g = i / size, q = i % size;
+  T v = T(0);
+  for (int64_t sl = 0; sl < slabs; ++sl) v += part[(g * slabs + sl) * size + q];
+  w_bar[i] = v;
+}
+
+// ------------------------------------------------------------------------------ launches
+// Tiles per group for l3 and a map in the order l3 = 3, 2, 1, 0 (the largest tiles first),
+// or only `only_l3` when it is >= 0.
+TileMap tile_map(const FcDims& d, int only_l3) {
+  TileMap m{};
+  m.start[0] = 0;
+  int o = 0;
+  for (int l3 = 3; l3 >= 0; --l3) {
+    if (only_l3 >= 0 && l3 != only_l3) continue;
+    const int R = kBM / (2 * l3 + 1);
+    m.l3_of[o] = l3;
+    m.per_group[o] = (d.rows_per_group + R - 1) / R;
+    m.start[o + 1] = m.start[o] + m.per_group[o] * d.groups;
+    ++o;
+  }
+  for (; o < 4; ++o) {
+    m.l3_of[o] = 0;
+    m.per_group[o] = 1;
+    m.start[o + 1] = m.start[o];
+  }
+  return m;
+}
+
+ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w,
+                  ffi::Result<ffi::AnyBuffer> outt, int64_t c_in, int64_t c_out, int64_t groups) {
+  FcDims d;
+  if (auto err = fc_check(xt, y, w, *outt, c_in, c_out, groups, &d); !err.success()) return err;
+  return dispatch_float(outt->element_type(), "tensor_product", [&](auto tag) {
+    using T = decltype(tag);
+    if (d.n == 0 || c_out == 0) return ffi::Error::Success();
+    if (c_in == 0) {
+      cudaMemsetAsync(outt->untyped_data(), 0, outt->size_bytes(), stream);
+      return cuda_status("tensor_product");
+    }
+    const TileMap map = tile_map(d, -1);
+    const dim3 grid(unsigned(map.start[4]), grid_for(c_out, kBN));
+    fc_fwd_kernel<T><<<grid, kThreads, 0, stream>>>(
+        FwdArgs<T>{xt.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), outt->typed_data<T>(), d}, map);
+    return cuda_status("tensor_product");
+  });
+}
+
+ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::AnyBuffer ctt,
+                     ffi::Result<ffi::AnyBuffer> x_bar, ffi::Result<ffi::AnyBuffer> y_bar,
+                     ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> w_part, int64_t c_in,
+                     int64_t c_out, int64_t groups, int64_t slabs) {
+  FcDims d;
+  FcBwdNeed need;
+  if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *w_part, c_in, c_out, groups, slabs, &d, &need);
+      !err.success())
+    return err;
+  return dispatch_float(ctt.element_type(), "tensor_product", [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = xt.element_count() ? xt.typed_data<T>() : nullptr;
+    T* xb = need.x_bar ? x_bar->typed_data<T>() : nullptr;
+    T* yb = need.y_bar ? y_bar->typed_data<T>() : nullptr;
+    if (xb) cudaMemsetAsync(xb, 0, x_bar->size_bytes(), stream);
+    if (yb) cudaMemsetAsync(yb, 0, y_bar->size_bytes(), stream);
+    if (need.w_bar && (d.n == 0 || c_in == 0 || c_out == 0))
+      cudaMemsetAsync(w_bar->untyped_data(), 0, w_bar->size_bytes(), stream);
+    if (d.n == 0 || c_in == 0 || c_out == 0) return cuda_status("tensor_product backward");
+    if (xb || yb) {
+      const XyArgs<T> args{xp, y.typed_data<T>(), w.typed_data<T>(), ctt.typed_data<T>(), xb, yb, d};
+      // l3 = 3 first: its launch is the largest. Each launch adds into x_bar and y_bar.
+      fc_xy_kernel<T, 3><<<unsigned(tile_map(d, 3).start[4]), kThreads, 0, stream>>>(args, tile_map(d, 3));
+      fc_xy_kernel<T, 2><<<unsigned(tile_map(d, 2).start[4]), kThreads, 0, stream>>>(args, tile_map(d, 2));
+      fc_xy_kernel<T, 1><<<unsigned(tile_map(d, 1).start[4]), kThreads, 0, stream>>>(args, tile_map(d, 1));
+      fc_xy_kernel<T, 0><<<unsigned(tile_map(d, 0).start[4]), kThreads, 0, stream>>>(args, tile_map(d, 0));
+    }
+    if (need.w_bar) {
+      const int64_t slab_rows = (d.rows_per_group + slabs - 1) / slabs;
+      const WArgs<T> args{xp, y.typed_data<T>(), ctt.typed_data<T>(), w_part->typed_data<T>(), d, slabs, slab_rows};
+      const dim3 grid(unsigned(groups * slabs * kSeedPaths), grid_for(c_in, Chunk<T>::K), grid_for(c_out, kBN));
+      fc_w_kernel<T><<<grid, kThreads, 0, stream>>>(args);
+      const int64_t size = d.w_size();
+      fc_slab_sum_kernel<T><<<grid_for(groups * size, 256), 256, 0, stream>>>(
+          w_part->typed_data<T>(), w_bar->typed_data<T>(), groups, slabs, size);
+    }
+    return cuda_status("tensor_product backward");
+  });
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bj_fc_cuda, FcCuda, BJ_FC_BINDING(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>()),
+                              {ffi::Traits::kCmdBufferCompatible});
+XLA_FFI_DEFINE_HANDLER_SYMBOL(bj_fc_bwd_cuda, FcBwdCuda,
+                              BJ_FC_BWD_BINDING(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>()),
+                              {ffi::Traits::kCmdBufferCompatible});
+
+}  // namespace bj

@@ -1,0 +1,85 @@
+// The FFI signatures of the fully connected product (kernels/fc.h), shared by its CPU and
+// CUDA handlers. Attributes: c_in, c_out, groups (weights per block of rows).
+//   bj_fc:      xt [n, 16, C_in], y [n, 16], w [groups, 34, C_in, C_out]  ->  outt [n, 16, C_out]
+//   bj_fc_bwd:  xt, y, w, ctt [n, 16, C_out]
+//               -> x_bart [n, 16, C_in], y_bar [n, 16], w_bar [groups, 34, C_in, C_out],
+//                  w_part [groups * slabs * 34 * C_in * C_out]
+// Every channel-carrying operand has the component axis before the channel axis (the public
+// layout [n, C, 16] transposed by XLA around the call), so that the kernels read and write
+// channels contiguously (coalesced, vectorised). A result not asked for is empty;
+// an operand that no requested result reads (x without y_bar / w_bar, w without x_bar /
+// y_bar) may be empty. w_part is the CUDA handler's scratch (w_bar summed over `slabs` slabs
+// of each group's rows, in a fixed order) and is full size exactly when w_bar is asked for.
+#pragma once
+#include "ffi_common.h"
+#include "kernels/fc.h"
+
+namespace bj {
+
+#define BJ_FC_ATTRS(bind) bind.Attr<int64_t>("c_in").Attr<int64_t>("c_out").Attr<int64_t>("groups")
+
+#define BJ_FC_BINDING(bind)                                                                            \
+  BJ_FC_ATTRS(bind.Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>())
+
+#define BJ_FC_BWD_BINDING(bind)                                                                    \
+  BJ_FC_ATTRS(bind.Arg<ffi::AnyBuffer>()                                                           \
+                  .Arg<ffi::AnyBuffer>()                                                           \
+                  .Arg<ffi::AnyBuffer>()                                                           \
+                  .Arg<ffi::AnyBuffer>()                                                           \
+                  .Ret<ffi::AnyBuffer>()                                                           \
+                  .Ret<ffi::AnyBuffer>()                                                           \
+                  .Ret<ffi::AnyBuffer>()                                                           \
+                  .Ret<ffi::AnyBuffer>())                                                          \
+      .Attr<int64_t>("slabs")
+
+inline ffi::Error fc_dims(const ffi::AnyBuffer& y, int64_t c_in, int64_t c_out, int64_t groups, FcDims* d) {
+  d->n = int64_t(y.element_count() / 16);
+  d->groups = groups;
+  d->c_in = c_in;
+  d->c_out = c_out;
+  if (c_in < 0 || c_out < 0 || groups < 1 || d->n % groups != 0)
+    return ffi::Error::InvalidArgument("tensor_product: bad channel counts or weight groups");
+  d->rows_per_group = d->n / groups;
+  return ffi::Error::Success();
+}
+
+// b has dtype dt and n elements (or none, where allowed).
+inline bool fc_sized(const ffi::AnyBuffer& b, ffi::DataType dt, int64_t n, bool may_be_empty) {
+  return b.element_type() == dt && (int64_t(b.element_count()) == n || (may_be_empty && b.element_count() == 0));
+}
+
+inline ffi::Error fc_check(const ffi::AnyBuffer& x, const ffi::AnyBuffer& y, const ffi::AnyBuffer& w,
+                           const ffi::AnyBuffer& out, int64_t c_in, int64_t c_out, int64_t groups, FcDims* d) {
+  if (auto err = fc_dims(y, c_in, c_out, groups, d); !err.success()) return err;
+  const auto dt = out.element_type();
+  if (!fc_sized(x, dt, d->n * c_in * 16, false) || !fc_sized(y, dt, d->n * 16, false) ||
+      !fc_sized(w, dt, groups * d->w_size(), false) || !fc_sized(out, dt, d->n * c_out * 16, false))
+    return ffi::Error::InvalidArgument("tensor_product: operand sizes or dtypes do not match");
+  return ffi::Error::Success();
+}
+
+struct FcBwdNeed {
+  bool x_bar, y_bar, w_bar;
+};
+
+inline ffi::Error fc_check_bwd(const ffi::AnyBuffer& xt, const ffi::AnyBuffer& y, const ffi::AnyBuffer& w,
+                               const ffi::AnyBuffer& ctt, const ffi::AnyBuffer& x_bar,
+                               const ffi::AnyBuffer& y_bar, const ffi::AnyBuffer& w_bar,
+                               const ffi::AnyBuffer& w_part, int64_t c_in, int64_t c_out, int64_t groups,
+                               int64_t slabs, FcDims* d, FcBwdNeed* need) {
+  if (auto err = fc_dims(y, c_in, c_out, groups, d); !err.success()) return err;
+  const auto dt = ctt.element_type();
+  need->x_bar = x_bar.element_count() > 0;
+  need->y_bar = y_bar.element_count() > 0;
+  need->w_bar = w_bar.element_count() > 0;
+  const bool x_read = need->y_bar || need->w_bar, w_read = need->x_bar || need->y_bar;
+  const int64_t part = need->w_bar ? groups * slabs * d->w_size() : 0;
+  if (slabs < 1 || !fc_sized(ctt, dt, d->n * c_out * 16, false) || !fc_sized(y, dt, d->n * 16, false) ||
+      !fc_sized(xt, dt, d->n * c_in * 16, !x_read) || !fc_sized(w, dt, groups * d->w_size(), !w_read) ||
+      !fc_sized(x_bar, dt, d->n * c_in * 16, true) || !fc_sized(y_bar, dt, d->n * 16, true) ||
+      !fc_sized(w_bar, dt, groups * d->w_size(), true) || !fc_sized(w_part, dt, part, false))
+    return ffi::Error::InvalidArgument("tensor_product backward: operand sizes or dtypes do not match");
+  return ffi::Error::Success();
+}
+
+}  // namespace bj

@@ -1,0 +1,62 @@
+// The seed's fully connected product, per path and row, shared by the CPU and CUDA handlers:
+//
+//   out[n, w, k] = sum_p sum_u sum_ij C_p[i, j, k] x[n, u, i] y[n, j] W[g(n), p, u, w]
+//
+// over the 34 seed paths p = (l1, l2, l3) (k in l3's block). Rows come in `groups` equal
+// blocks, each with its own weights (one group unless weights are vmapped). Both handlers
+// factor a path's product through the per-row matrix
+//
+//   M_p[n][i][k] = sum_j C_p[i, j, k] y[n, j]        ([2 l1 + 1][2 l3 + 1])
+//
+// so that the forward is a matrix product over (p, u) of A[(n, k), (p, u)] = sum_i x[n, u, i]
+// M_p[n][i][k] with W, and the backward the same product's transposes.
+#pragma once
+#include <cstdint>
+
+#include "kernels/conv.h"
+#include "kernels/uvu.h"
+
+namespace bj {
+
+constexpr int kSeedPaths = 34;
+
+// Position of (L1, L2, L3) among the seed paths (lexicographic order).
+constexpr int seed_path_index(int L1, int L2, int L3) {
+  int n = 0;
+  for (int a = 0; a < 4; ++a)
+    for (int b = 0; b < 4; ++b)
+      for (int c = conv_abs(a - b); c <= conv_min(a + b, 3); ++c) {
+        if (a == L1 && b == L2 && c == L3) return n;
+        ++n;
+      }
+  return n;
+}
+
+// Calls f(l1, l2, p) (integral constants; p = seed index) for the seed paths into l_out = L3,
+// in seed order.
+template <int L3, class F> BJ_HD void for_each_fc_path(F&& f) {
+  static_for<0, 4>([&](auto l1) {
+    static_for<0, 4>([&](auto l2) {
+      constexpr int A = decltype(l1)::value, B = decltype(l2)::value;
+      if constexpr (conv_abs(A - B) <= L3 && L3 <= A + B)
+        f(l1, l2, std::integral_constant<int, seed_path_index(A, B, L3)>{});
+    });
+  });
+}
+
+// M_p of one row: m[i * D3 + k] = sum_j C[i, j, k] y[j] (y: the row's l2 block).
+template <int L1, int L2, int L3, class T> BJ_HD void fc_row_matrix(const T* y, T* m) {
+  constexpr int D2 = 2 * L2 + 1, D3 = 2 * L3 + 1;
+  T yl[D2];
+  for (int j = 0; j < D2; ++j) yl[j] = y[j];
+  for (int q = 0; q < (2 * L1 + 1) * D3; ++q) m[q] = T(0);
+  CG<L1, L2, L3>::visit([&](int i, int j, int k, double c) { m[i * D3 + k] += T(c) * yl[j]; });
+}
+
+// Operand sizes of one call: n rows in `groups` blocks of rows_per_group.
+struct FcDims {
+  int64_t n, groups, rows_per_group, c_in, c_out;
+  int64_t w_size() const { return kSeedPaths * c_in * c_out; }  // one group's weights
+};
+
+}  // namespace bj
