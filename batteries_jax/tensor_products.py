@@ -8,7 +8,8 @@ import numpy as np
 from batteries_jax import _checks, _paths
 from batteries_jax.primitives.fc import fc_p
 from batteries_jax.primitives.sh_tp_simple import sh_tp_simple_p
-from batteries_jax.primitives.uvu import sanitize_index, sorted_segments, uvu
+from batteries_jax.primitives.simple_tp import tp_simple_p
+from batteries_jax.primitives.uvu import sanitize_index, sorted_segments
 
 
 def get_tp_num_paths() -> int:
@@ -31,9 +32,7 @@ def tensor_product_simple(x, y):
     _checks.last_axis("x", x, 16)
     _checks.last_axis("y", y, 16)
     lead, (x, y) = _checks.broadcast_rows((x, 1), (y, 1))
-    n = x.shape[0]
-    out = uvu("o", _paths.simple_paths(), n, n, n, x=x, y=y)
-    return out.reshape(lead + (16,))
+    return tp_simple_p.bind(x, y).reshape(lead + (16,))
 
 
 def tensor_product(x, y, weights):

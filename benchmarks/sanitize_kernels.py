@@ -30,6 +30,7 @@ for dtype in (jnp.float32, jnp.float64):
     y = bj.spherical_harmonics(v)
     jax.block_until_ready(jax.grad(lambda v: jnp.sum(bj.spherical_harmonics(v) ** 2))(v))
     jax.block_until_ready(bj.tensor_product_simple(y, y))
+    jax.block_until_ready(jax.grad(lambda a, b: jnp.sum(bj.tensor_product_simple(a, b) ** 2), (0, 1))(y, y))
     src = jnp.asarray(rng.integers(-2, n + 2, e))
     jax.block_until_ready(bj.fused_sh_tp_simple(v, y[:n], src))
     jax.block_until_ready(jax.grad(lambda v, f: jnp.sum(bj.fused_sh_tp_simple(v, f, src) ** 2), (0, 1))(v, y[:n]))

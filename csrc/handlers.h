@@ -12,7 +12,9 @@
   X(sh_tp_simple)   \
   X(sh_tp_simple_bwd) \
   X(fc)             \
-  X(fc_bwd)
+  X(fc_bwd)         \
+  X(tp_simple)      \
+  X(tp_simple_bwd)
 
 #define BJ_DECLARE(op)                                   \
   extern "C" XLA_FFI_Error* bj_##op##_cpu(XLA_FFI_CallFrame*); \

@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_registrations_cover_every_op_on_cpu():
     regs = ext.registrations()
     assert set(regs["cpu"]) == {"bj_sh_fwd", "bj_sh_jvp", "bj_sh_vjp", "bj_uvu", "bj_conv_fwd",
-                                "bj_conv_bwd", "bj_sh_tp_simple", "bj_sh_tp_simple_bwd", "bj_fc", "bj_fc_bwd"}
+                                "bj_conv_bwd", "bj_sh_tp_simple", "bj_sh_tp_simple_bwd", "bj_fc", "bj_fc_bwd",
+                                "bj_tp_simple", "bj_tp_simple_bwd"}
     if _ffi.WITH_CUDA:
         assert set(regs["CUDA"]) == set(regs["cpu"])
 
@@ -28,7 +29,7 @@ def test_hlo_contains_custom_call():
     hlo = jax.jit(bj.spherical_harmonics).lower(v).as_text()
     assert "bj_sh_fwd" in hlo
     hlo = jax.jit(bj.tensor_product_simple).lower(jnp.ones((4, 16)), jnp.ones((4, 16))).as_text()
-    assert "bj_uvu" in hlo
+    assert "bj_tp_simple" in hlo
 
 
 def _mp_energy(x, v, w):
@@ -43,7 +44,7 @@ def _mp_energy(x, v, w):
     (lambda v: jax.grad(lambda v: jnp.sum(bj.spherical_harmonics(v) ** 2))(v), (jnp.ones((8, 3)),),
      ["bj_sh_fwd", "bj_sh_vjp"]),
     (lambda x, y: jax.grad(lambda x: jnp.sum(bj.tensor_product_simple(x, y) ** 2))(x),
-     (jnp.ones((8, 16)), jnp.ones((8, 16))), ["bj_uvu"]),
+     (jnp.ones((8, 16)), jnp.ones((8, 16))), ["bj_tp_simple", "bj_tp_simple_bwd"]),
     (lambda x, y, w: jax.grad(lambda *a: jnp.sum(bj.tensor_product(*a) ** 2), (0, 1, 2))(x, y, w),
      (jnp.ones((8, 3, 16)), jnp.ones((8, 16)), jnp.ones((34, 3, 5))), ["bj_fc", "bj_fc_bwd"]),
     (lambda x, v, w: jax.grad(_mp_energy, (0, 1, 2))(x, v, w),
