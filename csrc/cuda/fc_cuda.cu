@@ -9,6 +9,10 @@
 //   w_bar     W_bar[p, u, w] = sum_{(n,k)} A_p[(n,k), u] ct[(n,k), w]  one CTA: one path, a slab
 //             of rows; slabs summed in a fixed order by a second kernel (no atomics).
 // A tile covers R = 128 / (2 l3 + 1) rows of one group and one l3, so that (n, k) fills 128.
+// x, ct, out and x_bar are component-major ([n, 16, C], fc_ffi.h): (n, k) indexes rows of
+// channel vectors, so every load and store along channels is contiguous.
+// Only the matrices M_p are built per path at compile time (build_matrices); the products are
+// one copy per l3, which keeps the build time and the instruction footprint small.
 #include <cuda_runtime.h>
 
 #include "cuda/cuda_common.h"
