@@ -32,11 +32,16 @@ __global__ void tp_simple_bwd_kernel(const T* x, const T* y, const T* ct, T* x_b
     yl[i] = y[16 * r + i];
     cl[i] = ct[16 * r + i];
   }
-  simple_tp_vjp_row(xl, yl, cl, XB ? xb : nullptr, YB ? yb : nullptr);
-  if constexpr (XB)
+  // One result at a time from the same registers: in fp64 the two accumulators together
+  // spill, each alone (nearly) does not.
+  if constexpr (XB) {
+    simple_tp_vjp_row(xl, yl, cl, xb, static_cast<T*>(nullptr));
     for (int i = 0; i < 16; ++i) x_bar[16 * r + i] = xb[i];
-  if constexpr (YB)
+  }
+  if constexpr (YB) {
+    simple_tp_vjp_row(xl, yl, cl, static_cast<T*>(nullptr), yb);
     for (int j = 0; j < 16; ++j) y_bar[16 * r + j] = yb[j];
+  }
 }
 
 ffi::Error TpSimpleCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::Result<ffi::AnyBuffer> out) {
