@@ -14,7 +14,6 @@ template <class F> void for_each_seed_path_by_l3(F&& f) {
 // xt [n, 16, C_in] -> outt [n, 16, C_out] (component axis first, as the CUDA kernels use).
 template <class T> void fc_forward(const T* xt, const T* y, const T* w, T* outt, const FcDims& d) {
   for (int64_t q = 0; q < d.n * d.c_out * 16; ++q) outt[q] = T(0);
-  std::vector<T> a(7 * d.c_in);  // A[(n, k), (p, u)] of one row and path, k-major
   for (int64_t n = 0; n < d.n; ++n) {
     const T* wg = w + (n / d.rows_per_group) * d.w_size();
     for_each_seed_path_by_l3([&](auto l1, auto l2, auto l3, auto p) {
@@ -22,19 +21,17 @@ template <class T> void fc_forward(const T* xt, const T* y, const T* w, T* outt,
       constexpr int D1 = 2 * L1 + 1, D3 = 2 * L3 + 1;
       T m[D1 * D3];
       fc_row_matrix<L1, L2, L3>(y + 16 * n + L2 * L2, m);
-      for (int64_t u = 0; u < d.c_in; ++u)
-        for (int k = 0; k < D3; ++k) {
-          T s = T(0);
-          for (int i = 0; i < D1; ++i) s += xt[(n * 16 + L1 * L1 + i) * d.c_in + u] * m[i * D3 + k];
-          a[k * d.c_in + u] = s;
-        }
       const T* wp = wg + decltype(p)::value * d.c_in * d.c_out;
-      for (int64_t o = 0; o < d.c_out; ++o)
-        for (int k = 0; k < D3; ++k) {
-          T s = T(0);
-          for (int64_t u = 0; u < d.c_in; ++u) s += a[k * d.c_in + u] * wp[u * d.c_out + o];
-          outt[(n * 16 + L3 * L3 + k) * d.c_out + o] += s;
+      const T* xr = xt + (n * 16 + L1 * L1) * d.c_in;  // x[i * C_in + u]
+      for (int k = 0; k < D3; ++k) {
+        T* orow = outt + (n * 16 + L3 * L3 + k) * d.c_out;
+        for (int64_t u = 0; u < d.c_in; ++u) {
+          T a = T(0);  // A[(n, k), (p, u)]
+          for (int i = 0; i < D1; ++i) a += xr[i * d.c_in + u] * m[i * D3 + k];
+          const T* wr = wp + u * d.c_out;
+          for (int64_t o = 0; o < d.c_out; ++o) orow[o] += a * wr[o];  // contiguous: vectorises
         }
+      }
     });
   }
 }
@@ -91,16 +88,12 @@ void fc_backward(const T* xt, const T* y, const T* w, const T* ctt, T* x_bart, T
       if (w_bar) {  // W_bar[p, u, w] += sum_k A[k, u] ct[k, w]
         T* wb = w_bar + (grp * kSeedPaths + P) * d.c_in * d.c_out;
         for (int64_t u = 0; u < d.c_in; ++u) {
-          T a[D3];
+          T* wr = wb + u * d.c_out;
           for (int k = 0; k < D3; ++k) {
-            T s = T(0);
-            for (int i = 0; i < D1; ++i) s += xr[i * d.c_in + u] * m[i * D3 + k];
-            a[k] = s;
-          }
-          for (int64_t o = 0; o < d.c_out; ++o) {
-            T s = T(0);
-            for (int k = 0; k < D3; ++k) s += a[k] * ct[k * d.c_out + o];
-            wb[u * d.c_out + o] += s;
+            T a = T(0);
+            for (int i = 0; i < D1; ++i) a += xr[i * d.c_in + u] * m[i * D3 + k];
+            const T* cr = ct + k * d.c_out;
+            for (int64_t o = 0; o < d.c_out; ++o) wr[o] += a * cr[o];  // contiguous: vectorises
           }
         }
       }
