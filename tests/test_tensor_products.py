@@ -67,6 +67,21 @@ def test_simple_backward_is_one_fused_call(rng):
     assert_close(jax.jit(g2)(y), ref(y))
 
 
+def test_simple_single_gradient_and_cotangent_vmap(rng):
+    x = jnp.asarray(rng.normal(size=(6, 16)))
+    y = jnp.asarray(rng.normal(size=(6, 16)))
+    cs = jnp.asarray(rng.normal(size=(3, 6, 16)))
+    for i in range(2):
+        g = jax.jit(jax.grad(lambda *a: jnp.sum(bj.tensor_product_simple(*a) * cs[0]), i))(x, y)
+        assert_close(g, jax.grad(lambda *a: jnp.sum(ref_simple(*a) * cs[0]), i)(x, y))
+    _, vjp = jax.vjp(bj.tensor_product_simple, x, y)
+    _, ref_vjp = jax.vjp(ref_simple, x, y)
+    got = jax.vmap(vjp)(cs)
+    for b in range(3):
+        for a, r in zip((got[0][b], got[1][b]), ref_vjp(cs[b])):
+            assert_close(a, r)
+
+
 def test_simple_check_grads_order3(rng):
     x = jnp.asarray(rng.normal(size=(5, 16)))
     y = jnp.asarray(rng.normal(size=(5, 16)))
@@ -166,6 +181,31 @@ def test_fc_second_order_is_fused_family():
     assert "bj_fc_bwd" in hlo and "bj_uvu" not in hlo
     hlo = jax.jit(jax.grad(lambda *a: jnp.sum(bj.tensor_product(*a) ** 2), (0, 1, 2))).lower(x, y, W).as_text()
     assert sorted(re.findall(r"custom_call @(bj_[a-z_]+)", hlo)) == ["bj_fc", "bj_fc_bwd"]
+
+
+def test_fc_single_gradients_hessian_and_cotangent_vmap(rng):
+    """Each gradient alone (the backward then gets empty buffers for operands it does not
+    read), the Hessian in W (the backward's JVP with a weight tangent), and vmap over
+    cotangents (the backward folding the batch into weight groups)."""
+    x = jnp.asarray(rng.normal(size=(4, 3, 16)))
+    y = jnp.asarray(rng.normal(size=(4, 16)))
+    W = jnp.asarray(rng.normal(size=(34, 3, 2)))
+    c = jnp.asarray(rng.normal(size=(4, 2, 16)))
+    loss = lambda *a: jnp.sum(bj.tensor_product(*a) * c)  # noqa: E731
+    ref_loss = lambda *a: jnp.sum(ref_fc(*a) * c)  # noqa: E731
+    for i in range(3):
+        assert_close(jax.jit(jax.grad(loss, i))(x, y, W), jax.grad(ref_loss, i)(x, y, W))
+    sq = lambda W: jnp.sum(jnp.sin(bj.tensor_product(x, y, W)))  # noqa: E731
+    ref_sq = lambda W: jnp.sum(jnp.sin(ref_fc(x, y, W)))  # noqa: E731
+    hv = jax.jvp(jax.grad(sq), (W,), (W[::-1],))[1]
+    assert_close(hv, jax.jvp(jax.grad(ref_sq), (W,), (W[::-1],))[1])
+    _, vjp = jax.vjp(bj.tensor_product, x, y, W)
+    cs = jnp.stack([c, -2 * c, c ** 2])
+    got = jax.vmap(vjp)(cs)
+    _, ref_vjp = jax.vjp(ref_fc, x, y, W)
+    for b in range(3):
+        for a, r in zip(jax.tree.leaves(jax.tree.map(lambda t: t[b], got)), ref_vjp(cs[b])):
+            assert_close(a, r)
 
 
 def test_fc_empty(rng):
