@@ -1,8 +1,6 @@
 """Public tensor products in the seed's layout ([..., 16] blocks l = 0..3)."""
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from batteries_jax import _checks, _paths

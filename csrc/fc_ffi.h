@@ -43,43 +43,50 @@ inline ffi::Error fc_dims(const ffi::AnyBuffer& y, int64_t c_in, int64_t c_out, 
   return ffi::Error::Success();
 }
 
-// b has dtype dt and n elements (or none, where allowed).
-inline bool fc_sized(const ffi::AnyBuffer& b, ffi::DataType dt, int64_t n, bool may_be_empty) {
-  return b.element_type() == dt && (int64_t(b.element_count()) == n || (may_be_empty && b.element_count() == 0));
-}
-
 inline ffi::Error fc_check(const ffi::AnyBuffer& x, const ffi::AnyBuffer& y, const ffi::AnyBuffer& w,
                            const ffi::AnyBuffer& out, int64_t c_in, int64_t c_out, int64_t groups, FcDims* d) {
   if (auto err = fc_dims(y, c_in, c_out, groups, d); !err.success()) return err;
   const auto dt = out.element_type();
-  if (!fc_sized(x, dt, d->n * c_in * 16, false) || !fc_sized(y, dt, d->n * 16, false) ||
-      !fc_sized(w, dt, groups * d->w_size(), false) || !fc_sized(out, dt, d->n * c_out * 16, false))
+  if (!sized_as(x, dt, d->n * c_in * 16, false) || !sized_as(y, dt, d->n * 16, false) ||
+      !sized_as(w, dt, groups * d->w_size(), false) || !sized_as(out, dt, d->n * c_out * 16, false))
     return ffi::Error::InvalidArgument("tensor_product: operand sizes or dtypes do not match");
   return ffi::Error::Success();
 }
-
-struct FcBwdNeed {
-  bool x_bar, y_bar, w_bar;
-};
 
 inline ffi::Error fc_check_bwd(const ffi::AnyBuffer& xt, const ffi::AnyBuffer& y, const ffi::AnyBuffer& w,
                                const ffi::AnyBuffer& ctt, const ffi::AnyBuffer& x_bar,
                                const ffi::AnyBuffer& y_bar, const ffi::AnyBuffer& w_bar,
                                const ffi::AnyBuffer& w_part, int64_t c_in, int64_t c_out, int64_t groups,
-                               int64_t slabs, FcDims* d, FcBwdNeed* need) {
+                               int64_t slabs, FcDims* d) {
   if (auto err = fc_dims(y, c_in, c_out, groups, d); !err.success()) return err;
   const auto dt = ctt.element_type();
-  need->x_bar = x_bar.element_count() > 0;
-  need->y_bar = y_bar.element_count() > 0;
-  need->w_bar = w_bar.element_count() > 0;
-  const bool x_read = need->y_bar || need->w_bar, w_read = need->x_bar || need->y_bar;
-  const int64_t part = need->w_bar ? groups * slabs * d->w_size() : 0;
-  if (slabs < 1 || !fc_sized(ctt, dt, d->n * c_out * 16, false) || !fc_sized(y, dt, d->n * 16, false) ||
-      !fc_sized(xt, dt, d->n * c_in * 16, !x_read) || !fc_sized(w, dt, groups * d->w_size(), !w_read) ||
-      !fc_sized(x_bar, dt, d->n * c_in * 16, true) || !fc_sized(y_bar, dt, d->n * 16, true) ||
-      !fc_sized(w_bar, dt, groups * d->w_size(), true) || !fc_sized(w_part, dt, part, false))
+  const bool need_x = x_bar.element_count() > 0, need_y = y_bar.element_count() > 0,
+             need_w = w_bar.element_count() > 0;
+  const bool x_read = need_y || need_w, w_read = need_x || need_y;
+  const int64_t part = need_w ? groups * slabs * d->w_size() : 0;
+  if (slabs < 1 || !sized_as(ctt, dt, d->n * c_out * 16, false) || !sized_as(y, dt, d->n * 16, false) ||
+      !sized_as(xt, dt, d->n * c_in * 16, !x_read) || !sized_as(w, dt, groups * d->w_size(), !w_read) ||
+      !sized_as(x_bar, dt, d->n * c_in * 16, true) || !sized_as(y_bar, dt, d->n * 16, true) ||
+      !sized_as(w_bar, dt, groups * d->w_size(), true) || !sized_as(w_part, dt, part, false))
     return ffi::Error::InvalidArgument("tensor_product backward: operand sizes or dtypes do not match");
   return ffi::Error::Success();
 }
+
+// The backward's operands, typed; an operand or result that is empty is null.
+template <class T> struct FcBwdBuffers {
+  const T *xt, *y, *w, *ctt;
+  T *x_bart, *y_bar, *w_bar, *w_part;
+  FcBwdBuffers(const ffi::AnyBuffer& xt_, const ffi::AnyBuffer& y_, const ffi::AnyBuffer& w_,
+               const ffi::AnyBuffer& ctt_, ffi::AnyBuffer& x_bar_, ffi::AnyBuffer& y_bar_, ffi::AnyBuffer& w_bar_,
+               ffi::AnyBuffer& w_part_)
+      : xt(or_null<const T>(xt_)), y(y_.typed_data<T>()), w(or_null<const T>(w_)), ctt(ctt_.typed_data<T>()),
+        x_bart(or_null<T>(x_bar_)), y_bar(or_null<T>(y_bar_)), w_bar(or_null<T>(w_bar_)),
+        w_part(or_null<T>(w_part_)) {}
+
+ private:
+  template <class U> static U* or_null(const ffi::AnyBuffer& b) {
+    return b.element_count() ? static_cast<U*>(b.untyped_data()) : nullptr;
+  }
+};
 
 }  // namespace bj

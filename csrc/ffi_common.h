@@ -18,6 +18,11 @@ inline int64_t last_dim(const ffi::AnyBuffer& b) {
   return d.size() == 0 ? 1 : d[d.size() - 1];
 }
 
+// b has dtype dt and n elements (or none, where may_be_empty: a result or operand not used).
+inline bool sized_as(const ffi::AnyBuffer& b, ffi::DataType dt, int64_t n, bool may_be_empty) {
+  return b.element_type() == dt && (int64_t(b.element_count()) == n || (may_be_empty && b.element_count() == 0));
+}
+
 inline ffi::Error bad_dtype(const char* who) {
   return ffi::Error::InvalidArgument(std::string(who) + ": only float32 and float64 are supported");
 }

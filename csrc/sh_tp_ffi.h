@@ -49,12 +49,10 @@ struct ShTpShape {
                               const ffi::AnyBuffer& v_bar, const ffi::AnyBuffer& f_bar,
                               const ffi::AnyBuffer& f_part, ShTpShape* shape) {
     if (auto err = check(v, f, src, ct, shape); !err.success()) return err;
-    auto sized = [&](const ffi::AnyBuffer& b, int64_t n, bool may_be_empty) {
-      return b.element_type() == ct.element_type() &&
-             (int64_t(b.element_count()) == n || (may_be_empty && b.element_count() == 0));
-    };
+    const auto dt = ct.element_type();
     const int64_t part = f_bar.element_count() ? 16 * shape->ne : 0;
-    if (!sized(v_bar, 3 * shape->ne, true) || !sized(f_bar, 16 * shape->nn, true) || !sized(f_part, part, false))
+    if (!sized_as(v_bar, dt, 3 * shape->ne, true) || !sized_as(f_bar, dt, 16 * shape->nn, true) ||
+        !sized_as(f_part, dt, part, false))
       return ffi::Error::InvalidArgument("fused_sh_tp_simple: result sizes do not match");
     if (perm.element_type() != ffi::DataType::S32 || seg.element_type() != ffi::DataType::S32 ||
         int64_t(perm.element_count()) != shape->ne || int64_t(seg.element_count()) != shape->nn + 1)

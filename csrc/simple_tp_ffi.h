@@ -18,11 +18,10 @@ inline ffi::Error simple_tp_check(std::initializer_list<const ffi::AnyBuffer*> f
   const ffi::AnyBuffer& first = **full.begin();
   *rows = rows_of(first, 16);
   for (const ffi::AnyBuffer* b : full)
-    if (b->element_type() != first.element_type() || int64_t(b->element_count()) != 16 * *rows)
+    if (!sized_as(*b, first.element_type(), 16 * *rows, false))
       return ffi::Error::InvalidArgument("tensor_product_simple: operands must be [n, 16] of one float dtype");
   for (const ffi::AnyBuffer* b : maybe_empty)
-    if (b->element_type() != first.element_type() ||
-        (b->element_count() != 0 && int64_t(b->element_count()) != 16 * *rows))
+    if (!sized_as(*b, first.element_type(), 16 * *rows, true))
       return ffi::Error::InvalidArgument("tensor_product_simple: result sizes do not match");
   return ffi::Error::Success();
 }

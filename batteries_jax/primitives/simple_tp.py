@@ -5,7 +5,6 @@ fused first-order backward that reads each row's x, y and cotangent once for bot
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from batteries_jax.primitives._multilinear import MultilinearFamily
 

@@ -117,16 +117,12 @@ ffi::Error FcBwdCpu(ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::
                     ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> w_part, int64_t c_in,
                     int64_t c_out, int64_t groups, int64_t slabs) {
   FcDims d;
-  FcBwdNeed need;
-  if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *w_part, c_in, c_out, groups, slabs, &d, &need);
+  if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *w_part, c_in, c_out, groups, slabs, &d);
       !err.success())
     return err;
   return dispatch_float(ctt.element_type(), "tensor_product", [&](auto tag) {
-    using T = decltype(tag);
-    fc_backward<T>(xt.element_count() ? xt.typed_data<T>() : nullptr, y.typed_data<T>(),
-                   w.element_count() ? w.typed_data<T>() : nullptr, ctt.typed_data<T>(),
-                   need.x_bar ? x_bar->typed_data<T>() : nullptr, need.y_bar ? y_bar->typed_data<T>() : nullptr,
-                   need.w_bar ? w_bar->typed_data<T>() : nullptr, d);
+    const FcBwdBuffers<decltype(tag)> b(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *w_part);
+    fc_backward(b.xt, b.y, b.w, b.ctt, b.x_bart, b.y_bar, b.w_bar, d);
     return ffi::Error::Success();
   });
 }

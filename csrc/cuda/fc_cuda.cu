@@ -519,36 +519,36 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
                      ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> w_part, int64_t c_in,
                      int64_t c_out, int64_t groups, int64_t slabs) {
   FcDims d;
-  FcBwdNeed need;
-  if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *w_part, c_in, c_out, groups, slabs, &d, &need);
+  if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *w_part, c_in, c_out, groups, slabs, &d);
       !err.success())
     return err;
   return dispatch_float(ctt.element_type(), "tensor_product", [&](auto tag) {
     using T = decltype(tag);
-    const T* xp = xt.element_count() ? xt.typed_data<T>() : nullptr;
-    T* xb = need.x_bar ? x_bar->typed_data<T>() : nullptr;
-    T* yb = need.y_bar ? y_bar->typed_data<T>() : nullptr;
-    if (xb) cudaMemsetAsync(xb, 0, x_bar->size_bytes(), stream);
-    if (yb) cudaMemsetAsync(yb, 0, y_bar->size_bytes(), stream);
-    if (need.w_bar && (d.n == 0 || c_in == 0 || c_out == 0))
-      cudaMemsetAsync(w_bar->untyped_data(), 0, w_bar->size_bytes(), stream);
+    const FcBwdBuffers<T> b(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *w_part);
+    if (b.x_bart) cudaMemsetAsync(b.x_bart, 0, x_bar->size_bytes(), stream);
+    if (b.y_bar) cudaMemsetAsync(b.y_bar, 0, y_bar->size_bytes(), stream);
+    if (b.w_bar && (d.n == 0 || c_in == 0 || c_out == 0)) cudaMemsetAsync(b.w_bar, 0, w_bar->size_bytes(), stream);
     if (d.n == 0 || c_in == 0 || c_out == 0) return cuda_status("tensor_product backward");
-    if (xb || yb) {
-      const XyArgs<T> args{xp, y.typed_data<T>(), w.typed_data<T>(), ctt.typed_data<T>(), xb, yb, d};
-      // l3 = 3 first: its launch is the largest. Each launch adds into x_bar and y_bar.
-      fc_xy_kernel<T, 3><<<unsigned(tile_map(d, 3).start[4]), kThreads, 0, stream>>>(args, tile_map(d, 3));
-      fc_xy_kernel<T, 2><<<unsigned(tile_map(d, 2).start[4]), kThreads, 0, stream>>>(args, tile_map(d, 2));
-      fc_xy_kernel<T, 1><<<unsigned(tile_map(d, 1).start[4]), kThreads, 0, stream>>>(args, tile_map(d, 1));
-      fc_xy_kernel<T, 0><<<unsigned(tile_map(d, 0).start[4]), kThreads, 0, stream>>>(args, tile_map(d, 0));
+    if (b.x_bart || b.y_bar) {
+      const XyArgs<T> args{b.xt, b.y, b.w, b.ctt, b.x_bart, b.y_bar, d};
+      // One launch per l3, each adding into x_bar and y_bar; l3 = 3 first (the largest).
+      auto launch = [&](auto l3) {
+        constexpr int L3 = decltype(l3)::value;
+        const TileMap map = tile_map(d, L3);
+        fc_xy_kernel<T, L3><<<unsigned(map.start[4]), kThreads, 0, stream>>>(args, map);
+      };
+      launch(std::integral_constant<int, 3>{});
+      launch(std::integral_constant<int, 2>{});
+      launch(std::integral_constant<int, 1>{});
+      launch(std::integral_constant<int, 0>{});
     }
-    if (need.w_bar) {
+    if (b.w_bar) {
       const int64_t slab_rows = (d.rows_per_group + slabs - 1) / slabs;
-      const WArgs<T> args{xp, y.typed_data<T>(), ctt.typed_data<T>(), w_part->typed_data<T>(), d, slabs, slab_rows};
+      const WArgs<T> args{b.xt, b.y, b.ctt, b.w_part, d, slabs, slab_rows};
       const dim3 grid(unsigned(groups * slabs * kSeedPaths), grid_for(c_in, Chunk<T>::K), grid_for(c_out, kBN));
       fc_w_kernel<T><<<grid, kThreads, 0, stream>>>(args);
       const int64_t size = d.w_size();
-      fc_slab_sum_kernel<T><<<grid_for(groups * size, 256), 256, 0, stream>>>(
-          w_part->typed_data<T>(), w_bar->typed_data<T>(), groups, slabs, size);
+      fc_slab_sum_kernel<T><<<grid_for(groups * size, 256), 256, 0, stream>>>(b.w_part, b.w_bar, groups, slabs, size);
     }
     return cuda_status("tensor_product backward");
   });
