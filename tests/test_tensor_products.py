@@ -313,12 +313,14 @@ def test_paths_single_source():
 
 @requires_gpu
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_gpu_fc_matches_cpu(rng, dtype):
-    """The CUDA kernels against the CPU handler on a size with many tiles and slabs."""
-    x = jnp.asarray(rng.normal(size=(3001, 40, 16)), dtype)
-    y = jnp.asarray(rng.normal(size=(3001, 16)), dtype)
-    W = jnp.asarray(rng.normal(size=(34, 40, 70)) / 10, dtype)
-    c = jnp.asarray(rng.normal(size=(3001, 70, 16)), dtype)
+@pytest.mark.parametrize("n,c_in,c_out", [(3001, 40, 70), (1001, 29, 30)])
+def test_gpu_fc_matches_cpu(rng, dtype, n, c_in, c_out):
+    """The CUDA kernels against the CPU handler on sizes with many tiles and slabs; channel
+    counts over and under 32 (the kernels' two output widths), not multiples of 4."""
+    x = jnp.asarray(rng.normal(size=(n, c_in, 16)), dtype)
+    y = jnp.asarray(rng.normal(size=(n, 16)), dtype)
+    W = jnp.asarray(rng.normal(size=(34, c_in, c_out)) / 10, dtype)
+    c = jnp.asarray(rng.normal(size=(n, c_out, 16)), dtype)
     f = jax.jit(lambda *a: (bj.tensor_product(*a[:3]),
                             jax.grad(lambda *b: jnp.sum(bj.tensor_product(*b) * a[3]), (0, 1, 2))(*a[:3])))
     gpu = f(x, y, W, c)

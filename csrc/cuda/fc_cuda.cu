@@ -144,8 +144,9 @@ template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const T
   T acc[8][8];
   for (int i = 0; i < 8; ++i)
     for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
-  for (int q = tid; q < BK * (kBM - R * D); q += kThreads)  // (n, k) slots past the tile's rows
-    s.a[q / (kBM - R * D)][R * D + q % (kBM - R * D)] = T(0);
+  constexpr int kSpare = kBM - R * D;  // (n, k) slots past the tile's rows: zero throughout
+  if constexpr (kSpare > 0)
+    for (int q = tid; q < BK * kSpare; q += kThreads) s.a[q / kSpare][R * D + q % kSpare] = T(0);
 
   for (int pi = 0; pi < fc_path_count<L3>(); ++pi) {
     __syncthreads();  // the previous path's readers of mat, a and b are done
@@ -309,14 +310,19 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
           const int uu = q % BK, r = q / BK;
           if (r >= t.nrows || u0 + uu >= c_in) continue;
           T* xb = a.x_bart + ((t.row0 + r) * 16 + L1 * L1) * c_in + u0 + uu;
-          T gk[D];
+          T gk[D], old[7];
+#pragma unroll
+          for (int i = 0; i < 7; ++i)  // all of the row's loads first, so that they overlap
+            if (i < D1) old[i] = xb[i * c_in];
 #pragma unroll
           for (int k = 0; k < D; ++k) gk[k] = s.g[uu][r * D + k];
-          for (int i = 0; i < D1; ++i) {
-            T v = T(0);
+#pragma unroll
+          for (int i = 0; i < 7; ++i) {
+            if (i >= D1) break;
+            T v = old[i];
 #pragma unroll
             for (int k = 0; k < D; ++k) v += s.mat[(r * D1 + i) * D + k] * gk[k];
-            xb[i * c_in] += v;
+            xb[i * c_in] = v;
           }
         }
       if (a.y_bar)  // H[r][i][k] += sum_u x[n, u, i] G[(r, k), u]; one thread per (r, i, k)
@@ -324,8 +330,17 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
           const int k = q % D, i = (q / D) % D1, r = q / (D * D1);
           const T* xr = a.xt + ((t.row0 + r) * 16 + L1 * L1 + i) * c_in + u0;
           const int nu = int(c_in - u0 < BK ? c_in - u0 : BK);
+          T xv[BK];  // the chunk's x values, loaded together (vectorised when aligned and full)
+          if (nu == BK && c_in % 4 == 0) {
+#pragma unroll
+            for (int uu = 0; uu < BK; uu += 4) lds4(xr + uu, xv + uu);
+          } else {
+#pragma unroll
+            for (int uu = 0; uu < BK; ++uu) xv[uu] = uu < nu ? xr[uu] : T(0);
+          }
           T v = T(0);
-          for (int uu = 0; uu < nu; ++uu) v += xr[uu] * s.g[uu][r * D + k];
+#pragma unroll
+          for (int uu = 0; uu < BK; ++uu) v += xv[uu] * s.g[uu][r * D + k];
           s.h[q] += v;
         }
     }
