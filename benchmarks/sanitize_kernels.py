@@ -16,10 +16,11 @@ import batteries_jax.e3nn as bje
 
 jax.config.update("jax_enable_x64", True)
 rng = np.random.default_rng(0)
-FC_ONLY = sys.argv[1:] == ["fc"]
-for dtype in (jnp.float32, jnp.float64):
-    cases = (("40x0e+33x1o+8x2e+3x3o", "0e+1o+2e+3o"), ("2x0e+2x1o+1x2e+1x3o", None))
-    for irreps, filt in () if FC_ONLY else cases:
+
+
+def conv_sh_and_simple_kernels(dtype):
+    """Message passing (with padding indices), harmonics, the simple and fused SH-TP products."""
+    for irreps, filt in (("40x0e+33x1o+8x2e+3x3o", "0e+1o+2e+3o"), ("2x0e+2x1o+1x2e+1x3o", None)):
         n, e = 50, 400
         snd = rng.integers(-2, n + 2, e)
         rcv = rng.integers(-2, n + 2, e)
@@ -33,18 +34,27 @@ for dtype in (jnp.float32, jnp.float64):
         # force training: the tangent-mode backward
         forces = lambda w: jax.grad(lambda v: f(x.array, v, w))(v)
         jax.block_until_ready(jax.jit(jax.grad(lambda w: jnp.sum(forces(w) ** 2)))(w))
-    if not FC_ONLY:
-        y = bj.spherical_harmonics(v)
-        jax.block_until_ready(jax.grad(lambda v: jnp.sum(bj.spherical_harmonics(v) ** 2))(v))
-        jax.block_until_ready(bj.tensor_product_simple(y, y))
-        jax.block_until_ready(jax.grad(lambda a, b: jnp.sum(bj.tensor_product_simple(a, b) ** 2), (0, 1))(y, y))
-        src = jnp.asarray(rng.integers(-2, n + 2, e))
-        jax.block_until_ready(bj.fused_sh_tp_simple(v, y[:n], src))
-        jax.block_until_ready(jax.grad(lambda v, f: jnp.sum(bj.fused_sh_tp_simple(v, f, src) ** 2), (0, 1))(v, y[:n]))
-    # fully connected product: partial tiles, several channel chunks, weight groups (vmap)
+    y = bj.spherical_harmonics(v)
+    jax.block_until_ready(jax.grad(lambda v: jnp.sum(bj.spherical_harmonics(v) ** 2))(v))
+    jax.block_until_ready(bj.tensor_product_simple(y, y))
+    jax.block_until_ready(jax.grad(lambda a, b: jnp.sum(bj.tensor_product_simple(a, b) ** 2), (0, 1))(y, y))
+    src = jnp.asarray(rng.integers(-2, n + 2, e))
+    jax.block_until_ready(bj.fused_sh_tp_simple(v, y[:n], src))
+    jax.block_until_ready(jax.grad(lambda v, f: jnp.sum(bj.fused_sh_tp_simple(v, f, src) ** 2), (0, 1))(v, y[:n]))
+
+
+def fc_kernels(dtype):
+    """The fully connected product: partial tiles, several channel chunks, weight groups (vmap)."""
     x = jnp.asarray(rng.normal(size=(43, 37, 16)), dtype)
     yy = jnp.asarray(rng.normal(size=(43, 16)), dtype)
     W = jnp.asarray(rng.normal(size=(2, 34, 37, 67)), dtype)
     fc = lambda x, y, W: jnp.sum(jax.vmap(bj.tensor_product, (None, None, 0))(x, y, W) ** 2)
     jax.block_until_ready(jax.jit(jax.grad(fc, (0, 1, 2)))(x, yy, W))
+
+
+FC_ONLY = sys.argv[1:] == ["fc"]
+for dtype in (jnp.float32, jnp.float64):
+    if not FC_ONLY:
+        conv_sh_and_simple_kernels(dtype)
+    fc_kernels(dtype)
 print("sanitize run done")
