@@ -4,10 +4,14 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-# Tests import the installed package, never the source tree.
+# Tests import the installed package (site-packages, or a --target prefix on PYTHONPATH for
+# A/B builds), never the uncompiled source tree next to this folder.
+from pathlib import Path  # noqa: E402
+
 import batteries_jax  # noqa: E402
 
-assert "site-packages" in batteries_jax.__file__ or "dist-packages" in batteries_jax.__file__, (
+_SOURCE_TREE = Path(__file__).resolve().parents[1]
+assert not Path(batteries_jax.__file__).resolve().is_relative_to(_SOURCE_TREE), (
     f"tests must run against the installed package, got {batteries_jax.__file__}")
 
 ON_GPU = jax.default_backend() == "gpu"
