@@ -33,6 +33,10 @@ template <int L3> struct Tile {
   static constexpr int D = 2 * L3 + 1, R = kBM / D;
 };
 
+// Read-only global loads (ld.global.nc): being explicitly global, they may be hoisted above
+// the staging loops' shared-memory stores, so a thread's loads of several items overlap.
+template <class T> __device__ __forceinline__ T ldg(const T* p) { return __ldg(p); }
+
 __device__ __forceinline__ void lds4(const float* p, float* v) {
   const float4 q = *reinterpret_cast<const float4*>(p);
   v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
@@ -96,11 +100,19 @@ struct TileRef {
   int64_t row0;
 };
 
+// Constant indices only: a runtime index into the kernel-parameter struct would make the
+// compiler copy it to local memory (an 88-byte stack frame in every kernel).
 __device__ TileRef locate(const TileMap& tm, const FcDims& d, int64_t item) {
-  int o = 0;
-  while (o < 3 && item >= tm.start[o + 1]) ++o;
-  const int l3 = tm.l3_of[o];
-  const int64_t local = item - tm.start[o], g = local / tm.per_group[o], t = local % tm.per_group[o];
+  int l3 = tm.l3_of[0];
+  int64_t start = tm.start[0], per_group = tm.per_group[0];
+#pragma unroll
+  for (int o = 1; o < 4; ++o)
+    if (item >= tm.start[o]) {
+      l3 = tm.l3_of[o];
+      start = tm.start[o];
+      per_group = tm.per_group[o];
+    }
+  const int64_t local = item - start, g = local / per_group, t = local % per_group;
   const int R = kBM / (2 * l3 + 1);
   const int64_t first = t * R, left = d.rows_per_group - first;
   return TileRef{l3, int(left < R ? left : R), int(g), g * d.rows_per_group + first};
@@ -402,18 +414,27 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
     const int D1 = 2 * L1 + 1;
     for (int m0 = 0; m0 < nrows * D; m0 += kWm) {
       __syncthreads();
-      for (int q = tid; q < kWm * BK; q += kThreads) {
-        const int uu = q % BK, mm = q / BK, m = m0 + mm, r = m / D, k = m % D;
-        T v = T(0);
-        if (m < nrows * D && u0 + uu < c_in) {
-          const T* xr = a.xt + ((row0 + r) * 16 + L1 * L1) * c_in + u0 + uu;
-          for (int i = 0; i < D1; ++i) v += xr[i * c_in] * s.mat[(r * D1 + i) * D + k];
-        }
-        s.a[mm][uu] = v;
-      }
+      // ct chunk first and fully unrolled: all of a thread's loads are in flight together.
+#pragma unroll
       for (int q = tid; q < kWm * kBN; q += kThreads) {
         const int c = q % kBN, mm = q / kBN, m = m0 + mm, r = m / D, k = m % D;
-        s.c[mm][c] = (m < nrows * D && w0 + c < c_out) ? a.ctt[((row0 + r) * 16 + L3 * L3 + k) * c_out + w0 + c] : T(0);
+        s.c[mm][c] = (m < nrows * D && w0 + c < c_out) ? ldg(a.ctt + ((row0 + r) * 16 + L3 * L3 + k) * c_out + w0 + c)
+                                                       : T(0);
+      }
+      // A chunk, two items at a time with their row's l1 block of x loaded together.
+#pragma unroll 2
+      for (int q = tid; q < kWm * BK; q += kThreads) {
+        const int uu = q % BK, mm = q / BK, m = m0 + mm, r = m / D, k = m % D;
+        const bool ok = m < nrows * D && u0 + uu < c_in;
+        const T* xr = a.xt + ((row0 + (ok ? r : 0)) * 16 + L1 * L1) * c_in + u0 + (ok ? uu : 0);
+        T xv[7];
+#pragma unroll
+        for (int i = 0; i < 7; ++i) xv[i] = (ok && i < D1) ? ldg(xr + i * c_in) : T(0);
+        T v = T(0);
+#pragma unroll
+        for (int i = 0; i < 7; ++i)
+          if (i < D1) v += xv[i] * s.mat[((ok ? r : 0) * D1 + i) * D + k];
+        s.a[mm][uu] = v;
       }
       __syncthreads();
 #pragma unroll 8
