@@ -2,7 +2,8 @@
 forward and forward+backward once each after warm-up, for Nsight Compute's per-kernel time:
 
     ncu --kernel-name regex:fc_ --metrics gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,\\
-        sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active python3 benchmarks/profile_fc.py
+        sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active python3 benchmarks/profile_fc.py > ncu.log
+    python3 benchmarks/ncu_kernel_times.py ncu.log   # one line per launch: ms, kernel
 """
 import jax
 import jax.numpy as jnp
