@@ -5,13 +5,13 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 
 # Tests import the installed package (site-packages, or a --target prefix on PYTHONPATH for
-# A/B builds), never the uncompiled source tree next to this folder.
+# A/B builds), never the uncompiled package in the source tree next to this folder.
 from pathlib import Path  # noqa: E402
 
 import batteries_jax  # noqa: E402
 
-_SOURCE_TREE = Path(__file__).resolve().parents[1]
-assert not Path(batteries_jax.__file__).resolve().is_relative_to(_SOURCE_TREE), (
+_SOURCE_PACKAGE = Path(__file__).resolve().parents[1] / "batteries_jax"
+assert Path(batteries_jax.__file__).resolve().parent != _SOURCE_PACKAGE, (
     f"tests must run against the installed package, got {batteries_jax.__file__}")
 
 ON_GPU = jax.default_backend() == "gpu"
