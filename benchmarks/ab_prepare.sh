@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B several branches in one GPU call. Here: export each branch's tree into .ab/<branch>
+# A/B several branches in one GPU call (benchmarks/ab_run.sh runs them). Here: export each branch's tree into .ab/<branch>
 # (git-ignored) and pass carry [".whl", ".ab"] to the device tool. There, build each tree into
 # its own prefix and run a script against it:
 #   bash benchmarks/gpu_run.sh                      # main, as usual (installs into site-packages)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A/B several source trees in one GPU call (device tool, repo root, carry [".whl", ".ab"]).
+# Builds every tree in parallel into its own prefix /tmp/ab/<name> (sm_90 only), then for each
+# tree in turn: GPU tests, a benchmark, per-kernel times under Nsight Compute, memcheck.
+#   AB_TREES   "name=path ..."   trees to build (default "main=."); make branch trees with
+#                                benchmarks/ab_prepare.sh BRANCH (-> .ab/BRANCH)
+#   AB_TEST_K  pytest -k expression, run from the tree's tests/ ("" skips; default gpu_fc)
+#   AB_BENCH   script + args, run from the tree's benchmarks/ ("" skips;
+#              default "benchmark_tensor_product.py --fc-only")
+#   AB_NCU     profile script for ncu per-kernel times ("" skips; default profile_fc.py)
+#   AB_NCU_KERNELS  ncu --kernel-name filter (default regex:fc_)
+#   AB_SAN     sanitize_kernels.py arguments under compute-sanitizer memcheck ("" skips; default fc)
+# Summaries go to stdout; full logs to $OUT/logs.tgz (one file: the device tool returns few).
+set -uo pipefail
+OUT=${OUT:-gpu_out}; LOGS=/tmp/ab_logs; mkdir -p "$OUT" "$LOGS"
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.9
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+nvidia-smi --query-gpu=name --format=csv,noheader
+t0=$(date +%s)
+declare -A SRC
+for spec in ${AB_TREES:-main=.}; do SRC[${spec%%=*}]=${spec#*=}; done
+for name in "${!SRC[@]}"; do
+  (BATTERIES_JAX_CUDA=ON CMAKE_CUDA_ARCHITECTURES=90 python3 -m pip install --no-build-isolation --no-deps -q \
+     --target /tmp/ab/$name "${SRC[$name]}" > $LOGS/build_$name.log 2>&1
+   echo "build $name rc=$? after $(( $(date +%s) - t0 )) s"; tail -3 $LOGS/build_$name.log) &
+done
+wait
+root=$PWD
+for spec in ${AB_TREES:-main=.}; do  # in the order given
+  name=${spec%%=*}; tree=$root/${SRC[$name]}
+  export PYTHONPATH=/tmp/ab/$name:/tmp/site
+  echo "=== $name (${SRC[$name]})"
+  if [ -n "${AB_TEST_K-gpu_fc}" ]; then
+    (cd $tree/tests && timeout 200 python3 -m pytest -q -x -k "${AB_TEST_K-gpu_fc}" > $LOGS/tests_$name.log 2>&1
+     echo "tests rc=$?"; tail -2 $LOGS/tests_$name.log)
+  fi
+  if [ -n "${AB_BENCH-x}" ]; then
+    (cd $tree/benchmarks && timeout 200 python3 ${AB_BENCH-benchmark_tensor_product.py --fc-only}) > $LOGS/bench_$name.log 2>&1
+    grep -vE "^CHECK.*OK|Warning" $LOGS/bench_$name.log | tail -25
+  fi
+  if [ -n "${AB_NCU-x}" ]; then
+    timeout 120 ncu --kernel-name ${AB_NCU_KERNELS:-regex:fc_} --metrics gpu__time_duration.sum \
+      python3 $tree/benchmarks/${AB_NCU-profile_fc.py} > $LOGS/ncu_$name.log 2>&1
+    python3 $root/benchmarks/ncu_kernel_times.py $LOGS/ncu_$name.log
+  fi
+  if [ -n "${AB_SAN-fc}" ]; then
+    (cd $tree && timeout 150 compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} \
+       > $LOGS/san_$name.log 2>&1; echo "memcheck rc=$?"; tail -1 $LOGS/san_$name.log)
+  fi
+done
+tar czf "$OUT/logs.tgz" -C $LOGS .
+echo "total $(( $(date +%s) - t0 )) s"
