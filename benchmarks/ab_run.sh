@@ -5,8 +5,9 @@
 #   AB_TREES   "name=path ..."   trees to build (default "main=."); make branch trees with
 #                                benchmarks/ab_prepare.sh BRANCH (-> .ab/BRANCH)
 #   AB_TEST_K  pytest -k expression, run from the tree's tests/ ("" skips; default gpu_fc)
-#   AB_BENCH   script + args, run from the tree's benchmarks/ ("" skips;
-#              default "benchmark_tensor_product.py --fc-only")
+#   AB_BENCH   script + args ("" skips; default "benchmark_tensor_product.py --fc-only --libs bj")
+#   AB_BENCH_FROM  "root" (default): AB_BENCH and AB_NCU come from this checkout's benchmarks/,
+#              the same script for every tree; "tree": from each tree's own benchmarks/
 #   AB_NCU     profile script for ncu per-kernel times ("" skips; default profile_fc.py)
 #   AB_NCU_KERNELS  ncu --kernel-name filter (default regex:fc_)
 #   AB_SAN     sanitize_kernels.py arguments under compute-sanitizer memcheck ("" skips; default fc)
@@ -34,13 +35,14 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
     (cd $tree/tests && timeout 200 python3 -m pytest -q -x -k "${AB_TEST_K-gpu_fc}" > $LOGS/tests_$name.log 2>&1
      echo "tests rc=$?"; tail -2 $LOGS/tests_$name.log)
   fi
+  bdir=$root/benchmarks; [ "${AB_BENCH_FROM:-root}" = tree ] && bdir=$tree/benchmarks
   if [ -n "${AB_BENCH-x}" ]; then
-    (cd $tree/benchmarks && timeout 200 python3 ${AB_BENCH-benchmark_tensor_product.py --fc-only}) > $LOGS/bench_$name.log 2>&1
+    (cd $bdir && timeout 200 python3 ${AB_BENCH-benchmark_tensor_product.py --fc-only --libs bj}) > $LOGS/bench_$name.log 2>&1
     grep -vE "^CHECK.*OK|Warning" $LOGS/bench_$name.log | tail -25
   fi
   if [ -n "${AB_NCU-x}" ]; then
     timeout 120 ncu --kernel-name ${AB_NCU_KERNELS:-regex:fc_} --metrics gpu__time_duration.sum \
-      python3 $tree/benchmarks/${AB_NCU-profile_fc.py} > $LOGS/ncu_$name.log 2>&1
+      python3 $bdir/${AB_NCU-profile_fc.py} > $LOGS/ncu_$name.log 2>&1
     python3 $root/benchmarks/ncu_kernel_times.py $LOGS/ncu_$name.log
   fi
   if [ -n "${AB_SAN-fc}" ]; then

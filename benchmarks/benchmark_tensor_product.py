@@ -13,6 +13,7 @@ import _harness as H
 
 ap = H.parser(__doc__)
 ap.add_argument("--fc-only", action="store_true", help="only the fully connected product")
+ap.add_argument("--libs", default="bj,e3nn,cuex", help="libraries to time in the FC part (A/B runs: bj)")
 args = ap.parse_args()
 H.setup(args)
 import batteries_jax as bj  # noqa: E402
@@ -71,6 +72,8 @@ for N in ([50, 300] if args.cpu_size else [1000, 20_000]):
         cc = jnp.concatenate([cot[:, :, l * l:(l + 1) ** 2].transpose(0, 2, 1).reshape(N, -1) for l in range(4)], -1)
         libs["cuex"] = (cuex_fc, (xc, y, W), cc)
     for name, (f, a, c) in libs.items():
+        if name not in args.libs.split(","):
+            continue
         fwd, bwd = modes(f)
         H.bench(f"FC N={N} fwd", name, fwd, *a, reps=args.reps, warmup=args.warmup)
         H.bench(f"FC N={N} fwd+bwd", name, bwd, *a, c, reps=args.reps, warmup=args.warmup)
