@@ -21,6 +21,7 @@ t0=$(date +%s)
 declare -A SRC
 for spec in ${AB_TREES:-main=.}; do SRC[${spec%%=*}]=${spec#*=}; done
 for name in "${!SRC[@]}"; do
+  rm -rf /tmp/ab/$name  # pip --target keeps an existing package: a warm machine would test a stale build
   (BATTERIES_JAX_CUDA=ON CMAKE_CUDA_ARCHITECTURES=90 python3 -m pip install --no-build-isolation --no-deps -q \
      --target /tmp/ab/$name "${SRC[$name]}" > $LOGS/build_$name.log 2>&1
    echo "build $name rc=$? after $(( $(date +%s) - t0 )) s"; tail -3 $LOGS/build_$name.log) &
