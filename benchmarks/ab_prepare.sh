@@ -1,11 +1,6 @@
 #!/usr/bin/env bash
-# A/B several branches in one GPU call (benchmarks/ab_run.sh runs them). Here: export each branch's tree into .ab/<branch>
-# (git-ignored) and pass carry [".whl", ".ab"] to the device tool. There, build each tree into
-# its own prefix and run a script against it:
-#   bash benchmarks/gpu_run.sh                      # main, as usual (installs into site-packages)
-#   pip install --no-build-isolation --no-deps -q --target /tmp/ab/<branch> .ab/<branch>
-#   PYTHONPATH=/tmp/ab/<branch>:/tmp/site python3 benchmarks/benchmark_tensor_product.py --fc-only
-# (each extra tree costs one build, ~60-80 s on the H100 machine).
+# Export each branch's tree into .ab/<branch> (git-ignored) for an A/B in one GPU call:
+# carry [".whl", ".ab"] and run benchmarks/ab_run.sh there (its header lists the options).
 # Usage: bash benchmarks/ab_prepare.sh BRANCH [BRANCH ...]
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"

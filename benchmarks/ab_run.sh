@@ -14,16 +14,14 @@
 # Summaries go to stdout; full logs to $OUT/logs.tgz (one file: the device tool returns few).
 set -uo pipefail
 OUT=${OUT:-gpu_out}; LOGS=/tmp/ab_logs; mkdir -p "$OUT" "$LOGS"
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.9
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+source benchmarks/device_env.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
 t0=$(date +%s)
 declare -A SRC
 for spec in ${AB_TREES:-main=.}; do SRC[${spec%%=*}]=${spec#*=}; done
 for name in "${!SRC[@]}"; do
   rm -rf /tmp/ab/$name  # pip --target keeps an existing package: a warm machine would test a stale build
-  (BATTERIES_JAX_CUDA=ON CMAKE_CUDA_ARCHITECTURES=90 python3 -m pip install --no-build-isolation --no-deps -q \
-     --target /tmp/ab/$name "${SRC[$name]}" > $LOGS/build_$name.log 2>&1
+  (python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/ab/$name "${SRC[$name]}" > $LOGS/build_$name.log 2>&1
    echo "build $name rc=$? after $(( $(date +%s) - t0 )) s"; tail -3 $LOGS/build_$name.log) &
 done
 wait

@@ -4,12 +4,11 @@
 # Logs go to $OUT (or ./gpu_out). BJ_BENCHES="" builds (and tests) without benchmarks.
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.9
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+source benchmarks/device_env.sh
 export PYTHONPATH=/tmp/site
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 t0=$(date +%s)
-BATTERIES_JAX_CUDA=ON CMAKE_CUDA_ARCHITECTURES=90 python3 -m pip install --no-build-isolation --no-deps -q . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+python3 -m pip install --no-build-isolation --no-deps -q . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 echo "build $(( $(date +%s) - t0 )) s"
 # BJ_PYTEST_ARGS: files/flags (split on spaces); BJ_PYTEST_K: one -k expression (may hold spaces);
 # BJ_TEST_TIMEOUT: seconds for the whole test run (the full suite takes > 9 min on the H100)
