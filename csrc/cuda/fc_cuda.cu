@@ -36,6 +36,15 @@ template <int L3> struct Tile {
 // Read-only global loads (ld.global.nc): being explicitly global, they may be hoisted above
 // the staging loops' shared-memory stores, so a thread's loads of several items overlap.
 template <class T> __device__ __forceinline__ T ldg(const T* p) { return __ldg(p); }
+// 16 bytes (4 floats / 2 doubles) through ld.global.nc, or zeros when !ok; p 16-byte aligned.
+__device__ __forceinline__ void ldg_vec(const float* p, bool ok, float* v) {
+  const float4 q = ok ? __ldg(reinterpret_cast<const float4*>(p)) : make_float4(0.f, 0.f, 0.f, 0.f);
+  v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+}
+__device__ __forceinline__ void ldg_vec(const double* p, bool ok, double* v) {
+  const double2 q = ok ? __ldg(reinterpret_cast<const double2*>(p)) : make_double2(0.0, 0.0);
+  v[0] = q.x; v[1] = q.y;
+}
 
 __device__ __forceinline__ void lds4(const float* p, float* v) {
   const float4 q = *reinterpret_cast<const float4*>(p);
@@ -147,6 +156,49 @@ template <class T> __device__ __forceinline__ void st4(T* p, const T* v, bool ve
   }
 }
 
+// The forward's A chunk: A[u][(r, k)] = sum_i x[n, u, i] M[r][i][k] for the BK channels from u0.
+// One item = one row and V = 16 bytes of channels: its l1 block of x comes in D1 vector loads,
+// and each M value read from shared memory serves V channels. Consecutive lanes take
+// consecutive rows, so the stores A[u][r * D + k] (odd D) and the reads of M (row stride
+// D1 * D, odd) fall in distinct banks.
+template <class T, int L1, int L3>
+__device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0, FwdSmem<T>& s) {
+  constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, V = 16 / sizeof(T);
+  const int64_t c_in = a.d.c_in;
+  const bool vec = c_in % V == 0;  // then a V-group of channels is wholly inside or outside c_in
+  for (int q = threadIdx.x; q < R * (BK / V); q += kThreads) {
+    const int r = q % R, u = q / R * V;
+    const bool row_ok = r < t.nrows;
+    const T* xr = a.xt + ((t.row0 + (row_ok ? r : 0)) * 16 + L1 * L1) * c_in + u0 + u;
+    T xv[D1][V];
+    if (vec) {
+      const bool ok = row_ok && u0 + u < c_in;
+#pragma unroll
+      for (int i = 0; i < D1; ++i) ldg_vec(xr + i * c_in, ok, xv[i]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < D1; ++i)
+#pragma unroll
+        for (int j = 0; j < V; ++j) xv[i][j] = (row_ok && u0 + u + j < c_in) ? ldg(xr + i * c_in + j) : T(0);
+    }
+    const T* mr = s.mat + r * D1 * D;
+#pragma unroll
+    for (int k = 0; k < D; ++k) {
+      T v[V];
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[j] = T(0);
+#pragma unroll
+      for (int i = 0; i < D1; ++i) {
+        const T m = mr[i * D + k];
+#pragma unroll
+        for (int j = 0; j < V; ++j) v[j] += xv[i][j] * m;
+      }
+#pragma unroll
+      for (int j = 0; j < V; ++j) s.a[u + j][r * D + k] = v[j];
+    }
+  }
+}
+
 // Thread layout of the 128 x 64 product: 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times
 // 8 channels {4 tw .. +3, 32 + 4 tw .. +3}.
 template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T>& s) {
@@ -167,28 +219,14 @@ template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const T
       build_matrices<decltype(l1)::value, decltype(l2)::value, L3>(a.y, t.row0, t.nrows, s.mat);
       P = decltype(p)::value;
     });
-    const int D1 = 2 * L1 + 1;
     const T* wp = a.w + (int64_t(t.g) * kSeedPaths + P) * a.d.c_in * a.d.c_out;
     for (int64_t u0 = 0; u0 < a.d.c_in; u0 += BK) {
       __syncthreads();
-      // A chunk: one thread per (row, channel) reads the row's l1 block of x once (channels
-      // fastest: coalesced in the [n, 16, C_in] layout) and writes A for every k of the row.
-      for (int q = tid; q < R * BK; q += kThreads) {
-        const int uu = q % BK, r = q / BK;
-        T xv[7];
-        const bool ok = r < t.nrows && u0 + uu < a.d.c_in;
-        const T* xu = a.xt + ((t.row0 + (ok ? r : 0)) * 16 + L1 * L1) * a.d.c_in + u0 + (ok ? uu : 0);
-#pragma unroll
-        for (int i = 0; i < 7; ++i) xv[i] = (ok && i < D1) ? xu[i * a.d.c_in] : T(0);
-        const T* mr = s.mat + r * D1 * D;
-#pragma unroll
-        for (int k = 0; k < D; ++k) {
-          T v = T(0);
-#pragma unroll
-          for (int i = 0; i < 7; ++i)
-            if (i < D1) v += xv[i] * mr[i * D + k];
-          s.a[uu][r * D + k] = v;
-        }
+      switch (L1) {  // the A chunk, with the row's l1 block size known at compile time
+        case 0: stage_a_chunk<T, 0, L3>(a, t, u0, s); break;
+        case 1: stage_a_chunk<T, 1, L3>(a, t, u0, s); break;
+        case 2: stage_a_chunk<T, 2, L3>(a, t, u0, s); break;
+        default: stage_a_chunk<T, 3, L3>(a, t, u0, s); break;
       }
       for (int q = tid; q < BK * kBN; q += kThreads) {
         const int uu = q / kBN, c = q % kBN;
