@@ -304,7 +304,7 @@ template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const T
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 3 : 2) fc_fwd_kernel(FwdArgs<T> a, TileMap map) {
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_fwd_kernel(FwdArgs<T> a, TileMap map) {
   __shared__ __align__(16) FwdSmem<T> s;
   const TileRef t = locate(map, a.d, blockIdx.x);
   const int w0 = blockIdx.y * kBN;
