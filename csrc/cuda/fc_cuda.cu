@@ -25,6 +25,7 @@ constexpr int kThreads = 128;
 constexpr int kBM = 128;        // (n, k) pairs per tile
 constexpr int kBN = 64;         // output channels per forward CTA / w_bar CTA
 constexpr int kMatMax = 896;    // max over l3 of R * (2 l1 + 1) * (2 l3 + 1)
+constexpr int kYRowsMax = 42;   // tiles with l3 >= 1 (R <= 42) keep their rows of y in shared memory
 constexpr int kPad = 4;         // row padding of transposed stages (keeps 16-byte alignment)
 
 // Reduction-chunk width: 32 channels in fp32, 16 in fp64 (same shared-memory bytes).
@@ -36,6 +37,15 @@ template <int L3> struct Tile {
 // Read-only global loads (ld.global.nc): being explicitly global, they may be hoisted above
 // the staging loops' shared-memory stores, so a thread's loads of several items overlap.
 template <class T> __device__ __forceinline__ T ldg(const T* p) { return __ldg(p); }
+// 16 bytes (4 floats / 2 doubles) through ld.global.nc, or zeros when !ok; p 16-byte aligned.
+__device__ __forceinline__ void ldg_vec(const float* p, bool ok, float* v) {
+  const float4 q = ok ? __ldg(reinterpret_cast<const float4*>(p)) : make_float4(0.f, 0.f, 0.f, 0.f);
+  v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+}
+__device__ __forceinline__ void ldg_vec(const double* p, bool ok, double* v) {
+  const double2 q = ok ? __ldg(reinterpret_cast<const double2*>(p)) : make_double2(0.0, 0.0);
+  v[0] = q.x; v[1] = q.y;
+}
 
 __device__ __forceinline__ void lds4(const float* p, float* v) {
   const float4 q = *reinterpret_cast<const float4*>(p);
@@ -64,6 +74,37 @@ __device__ void build_matrices(const T* y, int64_t row0, int nrows, T* mat) {
     else
       for (int q = 0; q < D1 * D3; ++q) m[q] = T(0);
     for (int q = 0; q < D1 * D3; ++q) mat[r * D1 * D3 + q] = m[q];
+  }
+}
+
+// The tile's rows of y into shared memory, ys[r * 16 + c] (zeros past nrows), once per tile.
+template <class T, int R> __device__ void stage_y_rows(const T* y, int64_t row0, int nrows, T* ys) {
+  for (int q = threadIdx.x; q < R * 16; q += kThreads) ys[q] = q / 16 < nrows ? y[row0 * 16 + q] : T(0);
+}
+
+// As build_matrices, from the staged rows of y, spread over (row, k): a warp's lanes share k
+// (rows padded to 32 per k), so the CG terms of one k are a warp-uniform branch and the
+// serial part of the build shrinks from all of M's terms to those of ceil(D3 / 4) values of k.
+template <int L1, int L2, int L3, class T> __device__ void build_matrices_from_ys(const T* ys, T* mat) {
+  constexpr int D1 = 2 * L1 + 1, D2 = 2 * L2 + 1, D3 = 2 * L3 + 1, R = Tile<L3>::R, RP = (R + 31) / 32 * 32;
+  for (int q = threadIdx.x; q < D3 * RP; q += kThreads) {
+    const int k = q / RP, r = q % RP;
+    if (r >= R) continue;
+    T yl[D2];
+#pragma unroll
+    for (int j = 0; j < D2; ++j) yl[j] = ys[r * 16 + L2 * L2 + j];
+    static_for<0, D3>([&](auto kc) {
+      constexpr int K = decltype(kc)::value;
+      if (k != K) return;
+      T m[D1];
+#pragma unroll
+      for (int i = 0; i < D1; ++i) m[i] = T(0);
+      CG<L1, L2, L3>::visit([&](int i, int j, int kk, double c) {
+        if (kk == K) m[i] += T(c) * yl[j];
+      });
+#pragma unroll
+      for (int i = 0; i < D1; ++i) mat[(r * D1 + i) * D3 + K] = m[i];
+    });
   }
 }
 
@@ -123,6 +164,7 @@ template <class T> struct FwdSmem {
   T a[Chunk<T>::K][kBM + kPad];  // A chunk, [u][(n, k)]
   T b[Chunk<T>::K][kBN];         // W chunk, [u][w]
   T mat[kMatMax];
+  T ys[kYRowsMax * 16];          // the tile's rows of y (l3 >= 1)
 };
 
 template <class T> struct FwdArgs {
@@ -147,6 +189,49 @@ template <class T> __device__ __forceinline__ void st4(T* p, const T* v, bool ve
   }
 }
 
+// The forward's A chunk: A[u][(r, k)] = sum_i x[n, u, i] M[r][i][k] for the BK channels from u0.
+// One item = one row and V = 16 bytes of channels: its l1 block of x comes in D1 vector loads,
+// and each M value read from shared memory serves V channels. Consecutive lanes take
+// consecutive rows, so the stores A[u][r * D + k] (odd D) and the reads of M (row stride
+// D1 * D, odd) fall in distinct banks.
+template <class T, int L1, int L3>
+__device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0, FwdSmem<T>& s) {
+  constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, V = 16 / sizeof(T);
+  const int64_t c_in = a.d.c_in;
+  const bool vec = c_in % V == 0;  // then a V-group of channels is wholly inside or outside c_in
+  for (int q = threadIdx.x; q < R * (BK / V); q += kThreads) {
+    const int r = q % R, u = q / R * V;
+    const bool row_ok = r < t.nrows;
+    const T* xr = a.xt + ((t.row0 + (row_ok ? r : 0)) * 16 + L1 * L1) * c_in + u0 + u;
+    T xv[D1][V];
+    if (vec) {
+      const bool ok = row_ok && u0 + u < c_in;
+#pragma unroll
+      for (int i = 0; i < D1; ++i) ldg_vec(xr + i * c_in, ok, xv[i]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < D1; ++i)
+#pragma unroll
+        for (int j = 0; j < V; ++j) xv[i][j] = (row_ok && u0 + u + j < c_in) ? ldg(xr + i * c_in + j) : T(0);
+    }
+    const T* mr = s.mat + r * D1 * D;
+#pragma unroll
+    for (int k = 0; k < D; ++k) {
+      T v[V];
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[j] = T(0);
+#pragma unroll
+      for (int i = 0; i < D1; ++i) {
+        const T m = mr[i * D + k];
+#pragma unroll
+        for (int j = 0; j < V; ++j) v[j] += xv[i][j] * m;
+      }
+#pragma unroll
+      for (int j = 0; j < V; ++j) s.a[u + j][r * D + k] = v[j];
+    }
+  }
+}
+
 // Thread layout of the 128 x 64 product: 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times
 // 8 channels {4 tw .. +3, 32 + 4 tw .. +3}.
 template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T>& s) {
@@ -160,35 +245,27 @@ template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const T
   if constexpr (kSpare > 0)
     for (int q = tid; q < BK * kSpare; q += kThreads) s.a[q / kSpare][R * D + q % kSpare] = T(0);
 
+  // y's rows are read from global memory once per tile, not once per path (l3 = 0 tiles have
+  // too many rows; their matrices are 1 x D1 and built per row as before).
+  constexpr bool kYs = R <= kYRowsMax;
+  if constexpr (kYs) stage_y_rows<T, R>(a.y, t.row0, t.nrows, s.ys);
   for (int pi = 0; pi < fc_path_count<L3>(); ++pi) {
-    __syncthreads();  // the previous path's readers of mat, a and b are done
+    __syncthreads();  // the previous path's readers of mat, a and b are done (and ys is staged)
     int P = 0;
     const int L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto p) {
-      build_matrices<decltype(l1)::value, decltype(l2)::value, L3>(a.y, t.row0, t.nrows, s.mat);
+      constexpr int L1c = decltype(l1)::value, L2c = decltype(l2)::value;
+      if constexpr (kYs) build_matrices_from_ys<L1c, L2c, L3>(s.ys, s.mat);
+      else build_matrices<L1c, L2c, L3>(a.y, t.row0, t.nrows, s.mat);
       P = decltype(p)::value;
     });
-    const int D1 = 2 * L1 + 1;
     const T* wp = a.w + (int64_t(t.g) * kSeedPaths + P) * a.d.c_in * a.d.c_out;
     for (int64_t u0 = 0; u0 < a.d.c_in; u0 += BK) {
       __syncthreads();
-      // A chunk: one thread per (row, channel) reads the row's l1 block of x once (channels
-      // fastest: coalesced in the [n, 16, C_in] layout) and writes A for every k of the row.
-      for (int q = tid; q < R * BK; q += kThreads) {
-        const int uu = q % BK, r = q / BK;
-        T xv[7];
-        const bool ok = r < t.nrows && u0 + uu < a.d.c_in;
-        const T* xu = a.xt + ((t.row0 + (ok ? r : 0)) * 16 + L1 * L1) * a.d.c_in + u0 + (ok ? uu : 0);
-#pragma unroll
-        for (int i = 0; i < 7; ++i) xv[i] = (ok && i < D1) ? xu[i * a.d.c_in] : T(0);
-        const T* mr = s.mat + r * D1 * D;
-#pragma unroll
-        for (int k = 0; k < D; ++k) {
-          T v = T(0);
-#pragma unroll
-          for (int i = 0; i < 7; ++i)
-            if (i < D1) v += xv[i] * mr[i * D + k];
-          s.a[uu][r * D + k] = v;
-        }
+      switch (L1) {  // the A chunk, with the row's l1 block size known at compile time
+        case 0: stage_a_chunk<T, 0, L3>(a, t, u0, s); break;
+        case 1: stage_a_chunk<T, 1, L3>(a, t, u0, s); break;
+        case 2: stage_a_chunk<T, 2, L3>(a, t, u0, s); break;
+        default: stage_a_chunk<T, 3, L3>(a, t, u0, s); break;
       }
       for (int q = tid; q < BK * kBN; q += kThreads) {
         const int uu = q / kBN, c = q % kBN;
@@ -227,7 +304,7 @@ template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const T
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 3 : 2) fc_fwd_kernel(FwdArgs<T> a, TileMap map) {
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_fwd_kernel(FwdArgs<T> a, TileMap map) {
   __shared__ __align__(16) FwdSmem<T> s;
   const TileRef t = locate(map, a.d, blockIdx.x);
   const int w0 = blockIdx.y * kBN;
