@@ -206,8 +206,10 @@ __global__ void __launch_bounds__(32 * kWarps) conv_fwd_kernel(ConvArgs<T> a, in
 
 // ---------------------------------------------------------------- backward, receiver-owned
 // For every edge into r: w_bar, the edge's x_bar contribution (x_part) and block b's part of
-// dPhi/dY (y_part[e, b, 16]); each only when asked for (null otherwise).
-template <class T> struct BwdRcvRun {
+// dPhi/dY (y_part[e, b, 16]); each only when asked for (null otherwise). kWOnly: w_bar is the
+// only result (the force-training tangent call), fixed at compile time so that the x_bar and
+// dPhi/dY code and its registers (weights, x_bar and y_part accumulators) are not there.
+template <class T, bool kWOnly> struct BwdRcvRun {
   const ConvArgs<T>& a;
   ConvRun rn;
   const T* scale;
@@ -222,7 +224,7 @@ template <class T> struct BwdRcvRun {
     const int lane = threadIdx.x & 31;
     const bool active = u < rn.mul();
     const Slots rs(rn, scale, active ? u : 0);
-    const bool want_w = a.w_bar, want_x = a.x_part, want_y = y_part;
+    const bool want_w = a.w_bar, want_x = !kWOnly && a.x_part, want_y = !kWOnly && y_part;
     const bool read_x = want_w || want_y, read_w = want_x || want_y;
     T c[conv_acc_size(L1, L3MAX)];
     load_paths_o(rs, a.ct + r * a.o_w, c);
@@ -284,8 +286,9 @@ template <class T> struct BwdRcvRun {
 
 // fp32: at most 168 registers, 3 blocks (12 warps) per SM; unbounded the compiler takes 205
 // for the all-results variant and 2 blocks fit. fp64 spills heavily under any bound.
-template <class T, int L3MAX>
-__global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 ? 3 : 1) conv_bwd_rcv_kernel(ConvArgs<T> a, int blocks, T* y_part) {
+template <class T, int L3MAX, bool kWOnly>
+__global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 ? 3 : 1)
+    conv_bwd_rcv_kernel(ConvArgs<T> a, int blocks, T* y_part) {
   __shared__ EdgeTile<T> tiles[kWarps];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (item >= a.no * blocks) return;
@@ -293,7 +296,7 @@ __global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 ? 3 : 1) conv_bwd_
   int k, cb;
   if (!find_block(a, b, &k, &cb)) return;
   const ConvRun rn{a.runs + int64_t(kRunCols) * k};
-  BwdRcvRun<T> f{a, rn, a.scale + int64_t(kConvSlots) * k, item % a.no,
+  BwdRcvRun<T, kWOnly> f{a, rn, a.scale + int64_t(kConvSlots) * k, item % a.no,
                  cb * 32 + int(threadIdx.x & 31), b, blocks, y_part, tiles[threadIdx.x / 32]};
   dispatch_l1<L3MAX>(rn.l1(), f);
 }
@@ -391,8 +394,10 @@ ffi::Error ConvBwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
     a.x_part = result_or_null<T>(*x_part);
     T* part = a.v_bar ? y_part->typed_data<T>() : nullptr;
     const unsigned grid = grid_for(no * blocks, kWarps);
-    if (small) conv_bwd_rcv_kernel<T, kConvL3Small><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
-    else conv_bwd_rcv_kernel<T, 6><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
+    const bool w_only = !a.x_part && !part;  // then w_bar is asked for (else no result)
+    if (small && w_only) conv_bwd_rcv_kernel<T, kConvL3Small, true><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
+    else if (small) conv_bwd_rcv_kernel<T, kConvL3Small, false><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
+    else conv_bwd_rcv_kernel<T, 6, false><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
     if (a.v_bar || a.w_bar)
       conv_bwd_edge_kernel<T><<<grid_for(ne, kWarps), 32 * kWarps, 0, stream>>>(a, int(blocks), part);
     if (a.x_bar)  // x_bar[s] = sum of the parts of s's existing edges, in sender order
