@@ -10,7 +10,8 @@
 #              the same script for every tree; "tree": from each tree's own benchmarks/
 #   AB_NCU     profile script for ncu per-kernel times ("" skips; default profile_fc.py)
 #   AB_NCU_KERNELS  ncu --kernel-name filter (default regex:fc_)
-#   AB_SAN     sanitize_kernels.py arguments under compute-sanitizer memcheck ("" skips; default fc)
+#   AB_SAN     sanitize_kernels.py arguments under compute-sanitizer memcheck ("" skips; default fc);
+#              run without XLA autotuning and with half the memory: with both, memcheck segfaulted
 # Summaries go to stdout; full logs to $OUT/logs.tgz (one file: the device tool returns few).
 set -uo pipefail
 OUT=${OUT:-gpu_out}; LOGS=/tmp/ab_logs; mkdir -p "$OUT" "$LOGS"
@@ -45,7 +46,7 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
     python3 $root/benchmarks/ncu_kernel_times.py $LOGS/ncu_$name.log
   fi
   if [ -n "${AB_SAN-fc}" ]; then
-    (cd $tree && timeout 150 compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} \
+    (cd $tree && XLA_FLAGS=--xla_gpu_autotune_level=0 XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 timeout 150 compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} \
        > $LOGS/san_$name.log 2>&1; echo "memcheck rc=$?"; tail -1 $LOGS/san_$name.log)
   fi
 done

@@ -1,6 +1,11 @@
 """Run every CUDA kernel once on small inputs with padding indices, for compute-sanitizer:
 
-    compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py [fc]
+    XLA_FLAGS=--xla_gpu_autotune_level=0 XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 \
+        compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py [fc]
+
+(On the H200, with XLA's autotuning on and 90% of the memory preallocated, compute-sanitizer
+itself segfaulted after XLA warned of a very slow compile; with both settings changed the whole
+run took ~20 s and passed. Which of the two matters was not isolated.)
 
 With the argument `fc`, only the fully connected product's kernels run (a quicker check).
 """
