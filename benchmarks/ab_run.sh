@@ -5,6 +5,7 @@
 #   AB_TREES   "name=path ..."   trees to build (default "main=."); make branch trees with
 #                                benchmarks/ab_prepare.sh BRANCH (-> .ab/BRANCH)
 #   AB_TEST_K  pytest -k expression, run from the tree's tests/ ("" skips; default gpu_fc)
+#   AB_NO_TEST tree names whose tests are skipped (e.g. "main", already tested on main)
 #   AB_BENCH   script + args ("" skips; default "benchmark_tensor_product.py --fc-only --libs bj")
 #   AB_BENCH_FROM  "root" (default): AB_BENCH and AB_NCU come from this checkout's benchmarks/,
 #              the same script for every tree; "tree": from each tree's own benchmarks/
@@ -31,7 +32,7 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
   name=${spec%%=*}; tree=$root/${SRC[$name]}
   export PYTHONPATH=/tmp/ab/$name:/tmp/site
   echo "=== $name (${SRC[$name]})"
-  if [ -n "${AB_TEST_K-gpu_fc}" ]; then
+  if [ -n "${AB_TEST_K-gpu_fc}" ] && [[ " ${AB_NO_TEST:-} " != *" $name "* ]]; then
     (cd $tree/tests && timeout 200 python3 -m pytest -q -x -k "${AB_TEST_K-gpu_fc}" > $LOGS/tests_$name.log 2>&1
      echo "tests rc=$?"; tail -2 $LOGS/tests_$name.log)
   fi
