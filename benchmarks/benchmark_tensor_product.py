@@ -3,6 +3,11 @@
 FC: x [N, 32, 16], y [N, 16], W [34, 32, 64], N = 1k and 20k, forward and forward+backward,
 against e3nn-jax (legacy FunctionalFullyConnectedTensorProduct) and cuequivariance-jax
 (weightless uniform_1d product then per-l_out einsum, its fastest route in ../shared/anchors).
+The peers' channel contractions are XLA dots at JAX's default precision, which on recent GPUs
+is TF32 for float32 inputs; `cuex32` is the same cuequivariance-jax route with the einsum at
+full float32 precision (what batteries_jax computes). An ACCURACY line per cuequivariance-jax
+route gives its forward's largest difference from batteries_jax, relative to max |out| (e3nn-jax's
+legacy product applies its own path normalisation, so it is timed but not compared).
 Channel-wise: 64x0e+64x1o+64x2e+64x3o (x) 0e+1o+2e+3o, 34 paths, per-row weights, 150k rows.
 """
 import jax
@@ -13,7 +18,7 @@ import _harness as H
 
 ap = H.parser(__doc__)
 ap.add_argument("--fc-only", action="store_true", help="only the fully connected product")
-ap.add_argument("--libs", default="bj,e3nn,cuex", help="libraries to time in the FC part (A/B runs: bj)")
+ap.add_argument("--libs", default="bj,e3nn,cuex,cuex32", help="libraries to time in the FC part (A/B runs: bj)")
 args = ap.parse_args()
 H.setup(args)
 import batteries_jax as bj  # noqa: E402
@@ -29,6 +34,16 @@ def seed_to_mulir(a):  # [N, C, 16] -> e3nn layout [N, C*16]
     return jnp.concatenate([a[:, :, l * l:(l + 1) ** 2].reshape(a.shape[0], -1) for l in range(4)], -1)
 
 
+def blocks_to_seed(a, c, ir_mul):  # [N, sum_l C*(2l+1)] (mul_ir or ir_mul blocks) -> [N, C, 16]
+    outs, i = [], 0
+    for l in range(4):
+        d = 2 * l + 1
+        blk = a[:, i:i + c * d]
+        i += c * d
+        outs.append(blk.reshape(-1, d, c).transpose(0, 2, 1) if ir_mul else blk.reshape(-1, c, d))
+    return jnp.concatenate(outs, -1)
+
+
 def modes(f):
     fwd = jax.jit(f)
     bwd = jax.jit(jax.grad(lambda *a: jnp.sum(f(*a[:-1]) * a[-1]), argnums=(0, 1, 2)))
@@ -41,7 +56,7 @@ for N in ([50, 300] if args.cpu_size else [1000, 20_000]):
     y = jax.random.normal(k[1], (N, 16), dt)
     W = jax.random.normal(k[2], (34, 32, 64), dt)
     cot = jax.random.normal(k[3], (N, 64, 16), dt)
-    libs = {"bj": (lambda x, y, W: bj.tensor_product(x, y, W), (x, y, W), cot)}
+    libs = {"bj": (lambda x, y, W: bj.tensor_product(x, y, W), (x, y, W), cot, lambda o: o)}
     if e3nn is not None:
         import e3nn_jax.legacy  # noqa: F401
         irx, iry, iro = "32x0e+32x1e+32x2e+32x3e", "0e+1e+2e+3e", "64x0e+64x1e+64x2e+64x3e"
@@ -50,7 +65,7 @@ for N in ([50, 300] if args.cpu_size else [1000, 20_000]):
         def e3nn_fc(xm, y, W):
             return jax.vmap(tp.left_right, (None, 0, 0))([W[p].reshape(32, 1, 64) for p in range(34)],
                                                          e3nn.IrrepsArray(irx, xm), e3nn.IrrepsArray(iry, y)).array
-        libs["e3nn"] = (e3nn_fc, (seed_to_mulir(x), y, W), seed_to_mulir(cot))
+        libs["e3nn"] = (e3nn_fc, (seed_to_mulir(x), y, W), seed_to_mulir(cot), lambda o: blocks_to_seed(o, 64, False))
     if cu is not None:
         cue, cuex = cu
         ft = cue.descriptors.full_tensor_product(cue.Irreps("O3", "32x0e+32x1e+32x2e+32x3e"),
@@ -58,23 +73,34 @@ for N in ([50, 300] if args.cpu_size else [1000, 20_000]):
         poly = ft.squeeze_modes().flatten_coefficient_modes().polynomial
         method = "uniform_1d" if H.ON_GPU else "naive"
 
-        def cuex_fc(xc, y, W):  # xc: ir_mul layout; returns ir_mul layout
-            [t] = cuex.segmented_polynomial(poly, [xc, y], [jax.ShapeDtypeStruct((xc.shape[0], poly.outputs[0].size), xc.dtype)],
-                                            method=method)
-            outs, i = [], 0
-            for l in range(4):
-                P, d = len(by_l[l]), 2 * l + 1
-                tl = t[:, i:i + P * d * 32].reshape(-1, P, d, 32)
-                i += P * d * 32
-                outs.append(jnp.einsum("npiu,puw->niw", tl, W[np.asarray(by_l[l])]).reshape(-1, d * 64))
-            return jnp.concatenate(outs, -1)
+        def cuex_route(precision):
+            def cuex_fc(xc, y, W):  # xc: ir_mul layout; returns ir_mul layout
+                [t] = cuex.segmented_polynomial(poly, [xc, y], [jax.ShapeDtypeStruct((xc.shape[0], poly.outputs[0].size), xc.dtype)],
+                                                method=method)
+                outs, i = [], 0
+                for l in range(4):
+                    P, d = len(by_l[l]), 2 * l + 1
+                    tl = t[:, i:i + P * d * 32].reshape(-1, P, d, 32)
+                    i += P * d * 32
+                    outs.append(jnp.einsum("npiu,puw->niw", tl, W[np.asarray(by_l[l])],
+                                           precision=precision).reshape(-1, d * 64))
+                return jnp.concatenate(outs, -1)
+            return cuex_fc
         xc = jnp.concatenate([x[:, :, l * l:(l + 1) ** 2].transpose(0, 2, 1).reshape(N, -1) for l in range(4)], -1)
         cc = jnp.concatenate([cot[:, :, l * l:(l + 1) ** 2].transpose(0, 2, 1).reshape(N, -1) for l in range(4)], -1)
-        libs["cuex"] = (cuex_fc, (xc, y, W), cc)
-    for name, (f, a, c) in libs.items():
+        from_ir_mul = lambda o: blocks_to_seed(o, 64, True)  # noqa: E731
+        libs["cuex"] = (cuex_route(None), (xc, y, W), cc, from_ir_mul)
+        libs["cuex32"] = (cuex_route(jax.lax.Precision.HIGHEST), (xc, y, W), cc, from_ir_mul)
+    ref = None
+    for name, (f, a, c, to_seed) in libs.items():
         if name not in args.libs.split(","):
             continue
         fwd, bwd = modes(f)
+        out = to_seed(fwd(*a))
+        if name == "bj":
+            ref = out
+        elif ref is not None and name != "e3nn":  # (e3nn's legacy FC normalises its paths itself)
+            print(f"ACCURACY FC N={N} {name}: forward differs from bj by {H.relerr(out, ref):.1e} of max |out|", flush=True)
         H.bench(f"FC N={N} fwd", name, fwd, *a, reps=args.reps, warmup=args.warmup)
         H.bench(f"FC N={N} fwd+bwd", name, bwd, *a, c, reps=args.reps, warmup=args.warmup)
 
