@@ -30,11 +30,12 @@ info = bj.get_tp_path_info()
 by_l = {l: [p for p in range(34) if info[p, 2] == l] for l in range(4)}
 
 
-def seed_to_mulir(a):  # [N, C, 16] -> e3nn layout [N, C*16]
-    return jnp.concatenate([a[:, :, l * l:(l + 1) ** 2].reshape(a.shape[0], -1) for l in range(4)], -1)
+def seed_to_blocks(a, ir_mul):  # [N, C, 16] -> [N, C*16], per-l blocks in mul_ir or ir_mul order
+    blk = [a[:, :, l * l:(l + 1) ** 2] for l in range(4)]
+    return jnp.concatenate([(b.transpose(0, 2, 1) if ir_mul else b).reshape(a.shape[0], -1) for b in blk], -1)
 
 
-def blocks_to_seed(a, c, ir_mul):  # [N, sum_l C*(2l+1)] (mul_ir or ir_mul blocks) -> [N, C, 16]
+def blocks_to_seed(a, c, ir_mul):  # the inverse of seed_to_blocks, for C = c channels
     outs, i = [], 0
     for l in range(4):
         d = 2 * l + 1
@@ -65,7 +66,7 @@ for N in ([50, 300] if args.cpu_size else [1000, 20_000]):
         def e3nn_fc(xm, y, W):
             return jax.vmap(tp.left_right, (None, 0, 0))([W[p].reshape(32, 1, 64) for p in range(34)],
                                                          e3nn.IrrepsArray(irx, xm), e3nn.IrrepsArray(iry, y)).array
-        libs["e3nn"] = (e3nn_fc, (seed_to_mulir(x), y, W), seed_to_mulir(cot), lambda o: blocks_to_seed(o, 64, False))
+        libs["e3nn"] = (e3nn_fc, (seed_to_blocks(x, False), y, W), seed_to_blocks(cot, False), lambda o: blocks_to_seed(o, 64, False))
     if cu is not None:
         cue, cuex = cu
         ft = cue.descriptors.full_tensor_product(cue.Irreps("O3", "32x0e+32x1e+32x2e+32x3e"),
@@ -86,8 +87,7 @@ for N in ([50, 300] if args.cpu_size else [1000, 20_000]):
                                            precision=precision).reshape(-1, d * 64))
                 return jnp.concatenate(outs, -1)
             return cuex_fc
-        xc = jnp.concatenate([x[:, :, l * l:(l + 1) ** 2].transpose(0, 2, 1).reshape(N, -1) for l in range(4)], -1)
-        cc = jnp.concatenate([cot[:, :, l * l:(l + 1) ** 2].transpose(0, 2, 1).reshape(N, -1) for l in range(4)], -1)
+        xc, cc = seed_to_blocks(x, True), seed_to_blocks(cot, True)
         from_ir_mul = lambda o: blocks_to_seed(o, 64, True)  # noqa: E731
         libs["cuex"] = (cuex_route(None), (xc, y, W), cc, from_ir_mul)
         libs["cuex32"] = (cuex_route(jax.lax.Precision.HIGHEST), (xc, y, W), cc, from_ir_mul)
