@@ -285,7 +285,8 @@ template <class T, bool kWOnly> struct BwdRcvRun {
 };
 
 // fp32: at most 168 registers, 3 blocks (12 warps) per SM; unbounded the compiler takes 205
-// for the all-results variant and 2 blocks fit. fp64 spills heavily under any bound.
+// for the all-results variant and 2 blocks fit (the w_bar-only variant needs 150). fp64: the
+// all-results variant spills under any bound; the w_bar-only one fits in 230 registers.
 template <class T, int L3MAX, bool kWOnly>
 __global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 ? 3 : 1)
     conv_bwd_rcv_kernel(ConvArgs<T> a, int blocks, T* y_part) {
