@@ -469,6 +469,56 @@ template <class T> struct WSmem {
   T mat[kMatMax];
 };
 
+// 16 bytes (4 floats / 2 doubles) to shared memory; p 16-byte aligned.
+__device__ __forceinline__ void sts_vec(float* p, const float* v) {
+  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+__device__ __forceinline__ void sts_vec(double* p, const double* v) {
+  *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
+}
+
+// The w_bar kernel's A chunk: a[mm][u] = sum_i x[n, u0 + u, i] M[r][i][k] for the (n, k) pairs
+// m0 + mm of the row chunk (zeros past it). As the forward's stage_a_chunk: one item is one
+// (n, k) pair and V = 16 bytes of channels (vector x loads, one vector store, each M value read
+// once for V channels), with l1 known at compile time; consecutive lanes take consecutive
+// channel groups, so a warp's stores fill whole rows of `a`.
+template <class T, int L1, int L3>
+__device__ void stage_w_a_chunk(const WArgs<T>& a, int64_t row0, int nrows, int m0, int64_t u0, WSmem<T>& s) {
+  constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, BK = Chunk<T>::K, V = 16 / sizeof(T), G = BK / V;
+  constexpr int kWm = WChunk<T>::M;
+  const int64_t c_in = a.d.c_in;
+  const bool vec = c_in % V == 0;  // then a V-group of channels is wholly inside or outside c_in
+#pragma unroll 2
+  for (int q = threadIdx.x; q < kWm * G; q += kThreads) {
+    const int g = q % G, mm = q / G, m = m0 + mm, u = g * V;
+    const bool row_ok = m < nrows * D;
+    const int r = row_ok ? m / D : 0, k = m % D;
+    const T* xr = a.xt + ((row0 + r) * 16 + L1 * L1) * c_in + u0 + u;
+    T xv[D1][V];
+    if (vec) {
+      const bool ok = row_ok && u0 + u < c_in;
+#pragma unroll
+      for (int i = 0; i < D1; ++i) ldg_vec(xr + i * c_in, ok, xv[i]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < D1; ++i)
+#pragma unroll
+        for (int j = 0; j < V; ++j) xv[i][j] = (row_ok && u0 + u + j < c_in) ? ldg(xr + i * c_in + j) : T(0);
+    }
+    const T* mr = s.mat + r * D1 * D + k;
+    T v[V];
+#pragma unroll
+    for (int j = 0; j < V; ++j) v[j] = T(0);
+#pragma unroll
+    for (int i = 0; i < D1; ++i) {
+      const T mv = mr[i * D];
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[j] += xv[i][j] * mv;
+    }
+    sts_vec(&s.a[mm][u], v);
+  }
+}
+
 // Thread layout of the K x 64 product: 4 channels u {4 tu ..} times TW channels w {TW tw ..}.
 template <class T, int L3>
 __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows, int64_t u0, int64_t w0, WSmem<T>& s) {
@@ -488,7 +538,6 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
     L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
       build_matrices<decltype(l1)::value, decltype(l2)::value, L3>(a.y, row0, nrows, s.mat);
     });
-    const int D1 = 2 * L1 + 1;
     for (int m0 = 0; m0 < nrows * D; m0 += kWm) {
       __syncthreads();
       // ct chunk first and fully unrolled: all of a thread's loads are in flight together.
@@ -498,20 +547,11 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
         s.c[mm][c] = (m < nrows * D && w0 + c < c_out) ? ldg(a.ctt + ((row0 + r) * 16 + L3 * L3 + k) * c_out + w0 + c)
                                                        : T(0);
       }
-      // A chunk, two items at a time with their row's l1 block of x loaded together.
-#pragma unroll 2
-      for (int q = tid; q < kWm * BK; q += kThreads) {
-        const int uu = q % BK, mm = q / BK, m = m0 + mm, r = m / D, k = m % D;
-        const bool ok = m < nrows * D && u0 + uu < c_in;
-        const T* xr = a.xt + ((row0 + (ok ? r : 0)) * 16 + L1 * L1) * c_in + u0 + (ok ? uu : 0);
-        T xv[7];
-#pragma unroll
-        for (int i = 0; i < 7; ++i) xv[i] = (ok && i < D1) ? ldg(xr + i * c_in) : T(0);
-        T v = T(0);
-#pragma unroll
-        for (int i = 0; i < 7; ++i)
-          if (i < D1) v += xv[i] * s.mat[((ok ? r : 0) * D1 + i) * D + k];
-        s.a[mm][uu] = v;
+      switch (L1) {  // the A chunk, with the row's l1 block size known at compile time
+        case 0: stage_w_a_chunk<T, 0, L3>(a, row0, nrows, m0, u0, s); break;
+        case 1: stage_w_a_chunk<T, 1, L3>(a, row0, nrows, m0, u0, s); break;
+        case 2: stage_w_a_chunk<T, 2, L3>(a, row0, nrows, m0, u0, s); break;
+        default: stage_w_a_chunk<T, 3, L3>(a, row0, nrows, m0, u0, s); break;
       }
       __syncthreads();
 #pragma unroll 8
