@@ -414,9 +414,10 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
             xb[i * c_in] = v;
           }
         }
-      if (a.y_bar)  // H[r][i][k] += sum_u x[n, u, i] G[(r, k), u]; one thread per (r, i, k)
-        for (int q = tid; q < t.nrows * D1 * D; q += kThreads) {
-          const int k = q % D, i = (q / D) % D1, r = q / (D * D1);
+      if (a.y_bar)  // H[r][i][k] += sum_u x[n, u, i] G[(r, k), u]; one thread per (r, i) and all
+                    // k, so each x value is loaded once (not once per k)
+        for (int q = tid; q < t.nrows * D1; q += kThreads) {
+          const int i = q % D1, r = q / D1;
           const T* xr = a.xt + ((t.row0 + r) * 16 + L1 * L1 + i) * c_in + u0;
           const int nu = int(c_in - u0 < BK ? c_in - u0 : BK);
           T xv[BK];  // the chunk's x values, loaded together (vectorised when aligned and full)
@@ -427,10 +428,14 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
 #pragma unroll
             for (int uu = 0; uu < BK; ++uu) xv[uu] = uu < nu ? xr[uu] : T(0);
           }
-          T v = T(0);
+          T* h = s.h + q * D;  // = H[r][i][0]
 #pragma unroll
-          for (int uu = 0; uu < BK; ++uu) v += xv[uu] * s.g[uu][r * D + k];
-          s.h[q] += v;
+          for (int k = 0; k < D; ++k) {
+            T v = T(0);
+#pragma unroll
+            for (int uu = 0; uu < BK; ++uu) v += xv[uu] * s.g[uu][r * D + k];
+            h[k] += v;
+          }
         }
     }
     if (a.y_bar) {  // y_bar[n, j] += sum_ik C_ijk H[r][i][k]; one thread per row
