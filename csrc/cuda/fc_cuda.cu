@@ -64,10 +64,11 @@ __device__ __forceinline__ void lds2(const double* p, double* v) {
   v[0] = q.x; v[1] = q.y;
 }
 
-// M_p of the tile's rows into shared memory: mat[(r * D1 + i) * D3 + k] (zeros past nrows).
-template <int L1, int L2, int L3, class T>
+// M_p of the tile's rows (R of them; by default a tile's) into shared memory:
+// mat[(r * D1 + i) * D3 + k] (zeros past nrows).
+template <int L1, int L2, int L3, class T, int R = Tile<L3>::R>
 __device__ void build_matrices(const T* y, int64_t row0, int nrows, T* mat) {
-  constexpr int D1 = 2 * L1 + 1, D3 = 2 * L3 + 1, R = Tile<L3>::R;
+  constexpr int D1 = 2 * L1 + 1, D3 = 2 * L3 + 1;
   for (int r = threadIdx.x; r < R; r += kThreads) {
     T m[D1 * D3];
     if (r < nrows) fc_row_matrix<L1, L2, L3>(y + (row0 + r) * 16 + L2 * L2, m);
@@ -468,10 +469,15 @@ template <class T> struct WArgs {
 // (n, k) pairs per reduction chunk of the w_bar product (same shared-memory bytes in fp64).
 template <class T> struct WChunk { static constexpr int M = sizeof(T) == 4 ? 64 : 32; };
 
+// Rows whose M_p the w_bar kernel builds at once, in tiles: the build (global y loads, then
+// every CG term by one thread per row) is latency the CTA waits through, so it is amortised
+// over several chunks of the product. fp64 keeps its static shared memory under 48 KB.
+template <class T> struct WBuild { static constexpr int kTiles = sizeof(T) == 4 ? 4 : 2; };
+
 template <class T> struct WSmem {
   T a[WChunk<T>::M][Chunk<T>::K];  // A chunk, [(n, k)][u]
   T c[WChunk<T>::M][kBN];          // ct chunk, [(n, k)][w]
-  T mat[kMatMax];
+  T mat[WBuild<T>::kTiles * kMatMax];
 };
 
 // 16 bytes (4 floats / 2 doubles) to shared memory; p 16-byte aligned.
@@ -536,12 +542,13 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < TW; ++j) acc[i][j] = T(0);
   int L1 = 0;
-  for (int64_t r0 = 0; r0 < s_rows; r0 += R) {
-    const int nrows = int(s_rows - r0 < R ? s_rows - r0 : R);
+  constexpr int RB = R * WBuild<T>::kTiles;  // rows per build
+  for (int64_t r0 = 0; r0 < s_rows; r0 += RB) {
+    const int nrows = int(s_rows - r0 < RB ? s_rows - r0 : RB);
     const int64_t row0 = s_row0 + r0;
     __syncthreads();
     L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
-      build_matrices<decltype(l1)::value, decltype(l2)::value, L3>(a.y, row0, nrows, s.mat);
+      build_matrices<decltype(l1)::value, decltype(l2)::value, L3, T, RB>(a.y, row0, nrows, s.mat);
     });
     for (int m0 = 0; m0 < nrows * D; m0 += kWm) {
       __syncthreads();
