@@ -64,10 +64,11 @@ __device__ __forceinline__ void lds2(const double* p, double* v) {
   v[0] = q.x; v[1] = q.y;
 }
 
-// M_p of the tile's rows into shared memory: mat[(r * D1 + i) * D3 + k] (zeros past nrows).
-template <int L1, int L2, int L3, class T>
+// M_p of the tile's rows (R of them; by default a tile's) into shared memory:
+// mat[(r * D1 + i) * D3 + k] (zeros past nrows).
+template <int L1, int L2, int L3, class T, int R = Tile<L3>::R>
 __device__ void build_matrices(const T* y, int64_t row0, int nrows, T* mat) {
-  constexpr int D1 = 2 * L1 + 1, D3 = 2 * L3 + 1, R = Tile<L3>::R;
+  constexpr int D1 = 2 * L1 + 1, D3 = 2 * L3 + 1;
   for (int r = threadIdx.x; r < R; r += kThreads) {
     T m[D1 * D3];
     if (r < nrows) fc_row_matrix<L1, L2, L3>(y + (row0 + r) * 16 + L2 * L2, m);
@@ -414,9 +415,10 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
             xb[i * c_in] = v;
           }
         }
-      if (a.y_bar)  // H[r][i][k] += sum_u x[n, u, i] G[(r, k), u]; one thread per (r, i, k)
-        for (int q = tid; q < t.nrows * D1 * D; q += kThreads) {
-          const int k = q % D, i = (q / D) % D1, r = q / (D * D1);
+      if (a.y_bar)  // H[r][i][k] += sum_u x[n, u, i] G[(r, k), u]; one thread per (r, i) and all
+                    // k, so each x value is loaded once (not once per k)
+        for (int q = tid; q < t.nrows * D1; q += kThreads) {
+          const int i = q % D1, r = q / D1;
           const T* xr = a.xt + ((t.row0 + r) * 16 + L1 * L1 + i) * c_in + u0;
           const int nu = int(c_in - u0 < BK ? c_in - u0 : BK);
           T xv[BK];  // the chunk's x values, loaded together (vectorised when aligned and full)
@@ -427,10 +429,14 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
 #pragma unroll
             for (int uu = 0; uu < BK; ++uu) xv[uu] = uu < nu ? xr[uu] : T(0);
           }
-          T v = T(0);
+          T* h = s.h + q * D;  // = H[r][i][0]
 #pragma unroll
-          for (int uu = 0; uu < BK; ++uu) v += xv[uu] * s.g[uu][r * D + k];
-          s.h[q] += v;
+          for (int k = 0; k < D; ++k) {
+            T v = T(0);
+#pragma unroll
+            for (int uu = 0; uu < BK; ++uu) v += xv[uu] * s.g[uu][r * D + k];
+            h[k] += v;
+          }
         }
     }
     if (a.y_bar) {  // y_bar[n, j] += sum_ik C_ijk H[r][i][k]; one thread per row
@@ -463,11 +469,66 @@ template <class T> struct WArgs {
 // (n, k) pairs per reduction chunk of the w_bar product (same shared-memory bytes in fp64).
 template <class T> struct WChunk { static constexpr int M = sizeof(T) == 4 ? 64 : 32; };
 
+// Rows whose M_p the w_bar kernel builds at once, in tiles: the build (global y loads, then
+// every CG term by one thread per row) is latency the CTA waits through, so it is amortised
+// over several chunks of the product. fp64 keeps its static shared memory under 48 KB.
+template <class T> struct WBuild { static constexpr int kTiles = sizeof(T) == 4 ? 4 : 2; };
+
 template <class T> struct WSmem {
   T a[WChunk<T>::M][Chunk<T>::K];  // A chunk, [(n, k)][u]
   T c[WChunk<T>::M][kBN];          // ct chunk, [(n, k)][w]
-  T mat[kMatMax];
+  T mat[WBuild<T>::kTiles * kMatMax];
 };
+
+// 16 bytes (4 floats / 2 doubles) to shared memory; p 16-byte aligned.
+__device__ __forceinline__ void sts_vec(float* p, const float* v) {
+  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+__device__ __forceinline__ void sts_vec(double* p, const double* v) {
+  *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
+}
+
+// The w_bar kernel's A chunk: a[mm][u] = sum_i x[n, u0 + u, i] M[r][i][k] for the (n, k) pairs
+// m0 + mm of the row chunk (zeros past it). As the forward's stage_a_chunk: one item is one
+// (n, k) pair and V = 16 bytes of channels (vector x loads, one vector store, each M value read
+// once for V channels), with l1 known at compile time; consecutive lanes take consecutive
+// channel groups, so a warp's stores fill whole rows of `a`.
+template <class T, int L1, int L3>
+__device__ void stage_w_a_chunk(const WArgs<T>& a, int64_t row0, int nrows, int m0, int64_t u0, WSmem<T>& s) {
+  constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, BK = Chunk<T>::K, V = 16 / sizeof(T), G = BK / V;
+  constexpr int kWm = WChunk<T>::M;
+  const int64_t c_in = a.d.c_in;
+  const bool vec = c_in % V == 0;  // then a V-group of channels is wholly inside or outside c_in
+#pragma unroll 2
+  for (int q = threadIdx.x; q < kWm * G; q += kThreads) {
+    const int g = q % G, mm = q / G, m = m0 + mm, u = g * V;
+    const bool row_ok = m < nrows * D;
+    const int r = row_ok ? m / D : 0, k = m % D;
+    const T* xr = a.xt + ((row0 + r) * 16 + L1 * L1) * c_in + u0 + u;
+    T xv[D1][V];
+    if (vec) {
+      const bool ok = row_ok && u0 + u < c_in;
+#pragma unroll
+      for (int i = 0; i < D1; ++i) ldg_vec(xr + i * c_in, ok, xv[i]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < D1; ++i)
+#pragma unroll
+        for (int j = 0; j < V; ++j) xv[i][j] = (row_ok && u0 + u + j < c_in) ? ldg(xr + i * c_in + j) : T(0);
+    }
+    const T* mr = s.mat + r * D1 * D + k;
+    T v[V];
+#pragma unroll
+    for (int j = 0; j < V; ++j) v[j] = T(0);
+#pragma unroll
+    for (int i = 0; i < D1; ++i) {
+      const T mv = mr[i * D];
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[j] += xv[i][j] * mv;
+    }
+    sts_vec(&s.a[mm][u], v);
+  }
+}
 
 // Thread layout of the K x 64 product: 4 channels u {4 tu ..} times TW channels w {TW tw ..}.
 template <class T, int L3>
@@ -481,14 +542,14 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < TW; ++j) acc[i][j] = T(0);
   int L1 = 0;
-  for (int64_t r0 = 0; r0 < s_rows; r0 += R) {
-    const int nrows = int(s_rows - r0 < R ? s_rows - r0 : R);
+  constexpr int RB = R * WBuild<T>::kTiles;  // rows per build
+  for (int64_t r0 = 0; r0 < s_rows; r0 += RB) {
+    const int nrows = int(s_rows - r0 < RB ? s_rows - r0 : RB);
     const int64_t row0 = s_row0 + r0;
     __syncthreads();
     L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
-      build_matrices<decltype(l1)::value, decltype(l2)::value, L3>(a.y, row0, nrows, s.mat);
+      build_matrices<decltype(l1)::value, decltype(l2)::value, L3, T, RB>(a.y, row0, nrows, s.mat);
     });
-    const int D1 = 2 * L1 + 1;
     for (int m0 = 0; m0 < nrows * D; m0 += kWm) {
       __syncthreads();
       // ct chunk first and fully unrolled: all of a thread's loads are in flight together.
@@ -498,20 +559,11 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
         s.c[mm][c] = (m < nrows * D && w0 + c < c_out) ? ldg(a.ctt + ((row0 + r) * 16 + L3 * L3 + k) * c_out + w0 + c)
                                                        : T(0);
       }
-      // A chunk, two items at a time with their row's l1 block of x loaded together.
-#pragma unroll 2
-      for (int q = tid; q < kWm * BK; q += kThreads) {
-        const int uu = q % BK, mm = q / BK, m = m0 + mm, r = m / D, k = m % D;
-        const bool ok = m < nrows * D && u0 + uu < c_in;
-        const T* xr = a.xt + ((row0 + (ok ? r : 0)) * 16 + L1 * L1) * c_in + u0 + (ok ? uu : 0);
-        T xv[7];
-#pragma unroll
-        for (int i = 0; i < 7; ++i) xv[i] = (ok && i < D1) ? ldg(xr + i * c_in) : T(0);
-        T v = T(0);
-#pragma unroll
-        for (int i = 0; i < 7; ++i)
-          if (i < D1) v += xv[i] * s.mat[((ok ? r : 0) * D1 + i) * D + k];
-        s.a[mm][uu] = v;
+      switch (L1) {  // the A chunk, with the row's l1 block size known at compile time
+        case 0: stage_w_a_chunk<T, 0, L3>(a, row0, nrows, m0, u0, s); break;
+        case 1: stage_w_a_chunk<T, 1, L3>(a, row0, nrows, m0, u0, s); break;
+        case 2: stage_w_a_chunk<T, 2, L3>(a, row0, nrows, m0, u0, s); break;
+        default: stage_w_a_chunk<T, 3, L3>(a, row0, nrows, m0, u0, s); break;
       }
       __syncthreads();
 #pragma unroll 8
