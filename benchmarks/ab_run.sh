@@ -44,6 +44,8 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
   if [ -n "${AB_NCU-x}" ]; then
     timeout 120 ncu --kernel-name ${AB_NCU_KERNELS:-regex:fc_} --metrics gpu__time_duration.sum \
       python3 $bdir/${AB_NCU-profile_fc.py} > $LOGS/ncu_$name.log 2>&1
+    # timeout stops ncu but not the python it launched; a hung one would hold the GPU for the next tree
+    pkill -9 -f "$bdir/${AB_NCU-profile_fc.py}"
     python3 $root/benchmarks/ncu_kernel_times.py $LOGS/ncu_$name.log
   fi
   if [ -n "${AB_SAN-fc}" ]; then
