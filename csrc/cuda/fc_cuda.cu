@@ -25,7 +25,6 @@ constexpr int kThreads = 128;
 constexpr int kBM = 128;        // (n, k) pairs per tile
 constexpr int kBN = 64;         // output channels per forward CTA / w_bar CTA
 constexpr int kMatMax = 896;    // max over l3 of R * (2 l1 + 1) * (2 l3 + 1)
-constexpr int kYRowsMax = 42;   // tiles with l3 >= 1 (R <= 42) keep their rows of y in shared memory
 constexpr int kPad = 4;         // row padding of transposed stages (keeps 16-byte alignment)
 
 // Reduction-chunk width: 32 channels in fp32, 16 in fp64 (same shared-memory bytes).
@@ -75,37 +74,6 @@ __device__ void build_matrices(const T* y, int64_t row0, int nrows, T* mat) {
     else
       for (int q = 0; q < D1 * D3; ++q) m[q] = T(0);
     for (int q = 0; q < D1 * D3; ++q) mat[r * D1 * D3 + q] = m[q];
-  }
-}
-
-// The tile's rows of y into shared memory, ys[r * 16 + c] (zeros past nrows), once per tile.
-template <class T, int R> __device__ void stage_y_rows(const T* y, int64_t row0, int nrows, T* ys) {
-  for (int q = threadIdx.x; q < R * 16; q += kThreads) ys[q] = q / 16 < nrows ? y[row0 * 16 + q] : T(0);
-}
-
-// As build_matrices, from the staged rows of y, spread over (row, k): a warp's lanes share k
-// (rows padded to 32 per k), so the CG terms of one k are a warp-uniform branch and the
-// serial part of the build shrinks from all of M's terms to those of ceil(D3 / 4) values of k.
-template <int L1, int L2, int L3, class T> __device__ void build_matrices_from_ys(const T* ys, T* mat) {
-  constexpr int D1 = 2 * L1 + 1, D2 = 2 * L2 + 1, D3 = 2 * L3 + 1, R = Tile<L3>::R, RP = (R + 31) / 32 * 32;
-  for (int q = threadIdx.x; q < D3 * RP; q += kThreads) {
-    const int k = q / RP, r = q % RP;
-    if (r >= R) continue;
-    T yl[D2];
-#pragma unroll
-    for (int j = 0; j < D2; ++j) yl[j] = ys[r * 16 + L2 * L2 + j];
-    static_for<0, D3>([&](auto kc) {
-      constexpr int K = decltype(kc)::value;
-      if (k != K) return;
-      T m[D1];
-#pragma unroll
-      for (int i = 0; i < D1; ++i) m[i] = T(0);
-      CG<L1, L2, L3>::visit([&](int i, int j, int kk, double c) {
-        if (kk == K) m[i] += T(c) * yl[j];
-      });
-#pragma unroll
-      for (int i = 0; i < D1; ++i) mat[(r * D1 + i) * D3 + K] = m[i];
-    });
   }
 }
 
@@ -165,7 +133,6 @@ template <class T> struct FwdSmem {
   T a[Chunk<T>::K][kBM + kPad];  // A chunk, [u][(n, k)]
   T b[Chunk<T>::K][kBN];         // W chunk, [u][w]
   T mat[kMatMax];
-  T ys[kYRowsMax * 16];          // the tile's rows of y (l3 >= 1)
 };
 
 template <class T> struct FwdArgs {
@@ -246,17 +213,11 @@ template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const T
   if constexpr (kSpare > 0)
     for (int q = tid; q < BK * kSpare; q += kThreads) s.a[q / kSpare][R * D + q % kSpare] = T(0);
 
-  // y's rows are read from global memory once per tile, not once per path (l3 = 0 tiles have
-  // too many rows; their matrices are 1 x D1 and built per row as before).
-  constexpr bool kYs = R <= kYRowsMax;
-  if constexpr (kYs) stage_y_rows<T, R>(a.y, t.row0, t.nrows, s.ys);
   for (int pi = 0; pi < fc_path_count<L3>(); ++pi) {
-    __syncthreads();  // the previous path's readers of mat, a and b are done (and ys is staged)
+    __syncthreads();  // the previous path's readers of mat, a and b are done
     int P = 0;
     const int L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto p) {
-      constexpr int L1c = decltype(l1)::value, L2c = decltype(l2)::value;
-      if constexpr (kYs) build_matrices_from_ys<L1c, L2c, L3>(s.ys, s.mat);
-      else build_matrices<L1c, L2c, L3>(a.y, t.row0, t.nrows, s.mat);
+      build_matrices<decltype(l1)::value, decltype(l2)::value, L3>(a.y, t.row0, t.nrows, s.mat);
       P = decltype(p)::value;
     });
     const T* wp = a.w + (int64_t(t.g) * kSeedPaths + P) * a.d.c_in * a.d.c_out;
