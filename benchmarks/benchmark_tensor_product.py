@@ -3,11 +3,11 @@
 FC: x [N, 32, 16], y [N, 16], W [34, 32, 64], N = 1k and 20k, forward and forward+backward,
 against e3nn-jax (legacy FunctionalFullyConnectedTensorProduct) and cuequivariance-jax
 (weightless uniform_1d product then per-l_out einsum, its fastest route in ../shared/anchors).
-The peers' channel contractions are XLA dots at JAX's default precision, which on recent GPUs
-is TF32 for float32 inputs; `cuex32` is the same cuequivariance-jax route with the einsum at
-full float32 precision (what batteries_jax computes). An ACCURACY line per cuequivariance-jax
-route gives its forward's largest difference from batteries_jax, relative to max |out| (e3nn-jax's
-legacy product applies its own path normalisation, so it is timed but not compared).
+The harness sets jax_default_matmul_precision to "highest", so the peers' channel contractions
+(XLA dots) run in full float32, as batteries_jax does, not on TF32. An ACCURACY line per
+cuequivariance-jax route checks it: its forward's largest difference from batteries_jax,
+relative to max |out| (e3nn-jax's legacy product applies its own path normalisation, so it is
+timed but not compared).
 Channel-wise: 64x0e+64x1o+64x2e+64x3o (x) 0e+1o+2e+3o, 34 paths, per-row weights, 150k rows.
 """
 import jax
@@ -18,7 +18,7 @@ import _harness as H
 
 ap = H.parser(__doc__)
 ap.add_argument("--fc-only", action="store_true", help="only the fully connected product")
-ap.add_argument("--libs", default="bj,e3nn,cuex,cuex32", help="libraries to time in the FC part (A/B runs: bj)")
+ap.add_argument("--libs", default="bj,e3nn,cuex", help="libraries to time in the FC part (A/B runs: bj)")
 args = ap.parse_args()
 H.setup(args)
 import batteries_jax as bj  # noqa: E402
@@ -74,23 +74,19 @@ for N in ([50, 300] if args.cpu_size else [1000, 20_000]):
         poly = ft.squeeze_modes().flatten_coefficient_modes().polynomial
         method = "uniform_1d" if H.ON_GPU else "naive"
 
-        def cuex_route(precision):
-            def cuex_fc(xc, y, W):  # xc: ir_mul layout; returns ir_mul layout
-                [t] = cuex.segmented_polynomial(poly, [xc, y], [jax.ShapeDtypeStruct((xc.shape[0], poly.outputs[0].size), xc.dtype)],
-                                                method=method)
-                outs, i = [], 0
-                for l in range(4):
-                    P, d = len(by_l[l]), 2 * l + 1
-                    tl = t[:, i:i + P * d * 32].reshape(-1, P, d, 32)
-                    i += P * d * 32
-                    outs.append(jnp.einsum("npiu,puw->niw", tl, W[np.asarray(by_l[l])],
-                                           precision=precision).reshape(-1, d * 64))
-                return jnp.concatenate(outs, -1)
-            return cuex_fc
+        def cuex_fc(xc, y, W):  # xc: ir_mul layout; returns ir_mul layout
+            [t] = cuex.segmented_polynomial(poly, [xc, y], [jax.ShapeDtypeStruct((xc.shape[0], poly.outputs[0].size), xc.dtype)],
+                                            method=method)
+            outs, i = [], 0
+            for l in range(4):
+                P, d = len(by_l[l]), 2 * l + 1
+                tl = t[:, i:i + P * d * 32].reshape(-1, P, d, 32)
+                i += P * d * 32
+                outs.append(jnp.einsum("npiu,puw->niw", tl, W[np.asarray(by_l[l])]).reshape(-1, d * 64))
+            return jnp.concatenate(outs, -1)
         xc, cc = seed_to_blocks(x, True), seed_to_blocks(cot, True)
         from_ir_mul = lambda o: blocks_to_seed(o, 64, True)  # noqa: E731
-        libs["cuex"] = (cuex_route(None), (xc, y, W), cc, from_ir_mul)
-        libs["cuex32"] = (cuex_route(jax.lax.Precision.HIGHEST), (xc, y, W), cc, from_ir_mul)
+        libs["cuex"] = (cuex_fc, (xc, y, W), cc, from_ir_mul)
     ref = None
     for name, (f, a, c, to_seed) in libs.items():
         if name not in args.libs.split(","):
