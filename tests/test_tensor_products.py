@@ -313,10 +313,11 @@ def test_paths_single_source():
 
 @requires_gpu
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("n,c_in,c_out", [(3001, 40, 70), (1001, 29, 30)])
+@pytest.mark.parametrize("n,c_in,c_out", [(3001, 40, 70), (1001, 29, 30), (2001, 32, 64), (1003, 16, 128)])
 def test_gpu_fc_matches_cpu(rng, dtype, n, c_in, c_out):
     """The CUDA kernels against the CPU handler on sizes with many tiles and slabs; channel
-    counts over and under 32 (the kernels' two output widths), not multiples of 4."""
+    counts over and under 32 and 64 (the kernels' chunk and block widths), multiples of 4 (the
+    vector loads) and not."""
     x = jnp.asarray(rng.normal(size=(n, c_in, 16)), dtype)
     y = jnp.asarray(rng.normal(size=(n, 16)), dtype)
     W = jnp.asarray(rng.normal(size=(34, c_in, c_out)) / 10, dtype)

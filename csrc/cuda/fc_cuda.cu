@@ -289,15 +289,45 @@ template <class T> struct XyArgs {
   FcDims d;
 };
 
+// ct channels per staged block. With C_out <= kCtW the tile's whole ct (the same for every
+// path of the tile) is staged once per tile instead of once per path; wider C_out is staged
+// block by block per path, as before. 56 KB of dynamic shared memory in fp32 (4 CTAs per SM),
+// 95 KB in fp64 (2).
+constexpr int kCtW = 64;
+
 template <class T> struct XySmem {
+  T c[kCtW][kBM];                    // ct block, [w][(n, k)]
   union {
-    T c[Chunk<T>::K][kBM + kPad];  // ct chunk, [w][(n, k)]
-    T g[Chunk<T>::K][kBM + kPad];  // G chunk, [u][(n, k)], once the product is done
+    T wt[Chunk<T>::K][Chunk<T>::K];  // W chunk, [w][u], during a product
+    T g[Chunk<T>::K][kBM + kPad];    // G chunk, [u][(n, k)], once the product is done
   };
-  T wt[Chunk<T>::K][Chunk<T>::K];  // W chunk, [w][u]
   T mat[kMatMax];
-  T h[kMatMax];                    // H[r][i][k] = sum_u x[n, u, i] G[(n, k), u]
+  T h[kMatMax];                      // H[r][i][k] = sum_u x[n, u, i] G[(n, k), u]
 };
+
+// The tile's ct rows, channels [wb0, wb0 + kCtW) (zeros past C_out and past the tile's rows),
+// into c[w][(n, k)]. Lanes run over (n, k), so the transposed stores are conflict-free; each
+// item is 16 bytes of one row's channels (one vector load when C_out allows it).
+template <class T, int L3>
+__device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, int64_t wb0, T (*c)[kBM]) {
+  constexpr int D = 2 * L3 + 1, V = 16 / sizeof(T), G = kCtW / V;
+  const bool vec = c_out % V == 0;  // then a V-group of channels is wholly inside or outside C_out
+  for (int q = threadIdx.x; q < kBM * G; q += kThreads) {
+    const int m = q % kBM, g = q / kBM, r = m / D, k = m % D;
+    const int64_t w = wb0 + g * V;
+    const bool row_ok = r < t.nrows;
+    const T* src = ctt + ((t.row0 + (row_ok ? r : 0)) * 16 + L3 * L3 + k) * c_out + (w < c_out ? w : 0);
+    T v[V];
+    if (vec) {
+      ldg_vec(src, row_ok && w < c_out, v);
+    } else {
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[j] = (row_ok && w + j < c_out) ? ldg(src + j) : T(0);
+    }
+#pragma unroll
+    for (int j = 0; j < V; ++j) c[g * V + j][m] = v[j];
+  }
+}
 
 // One launch per l3 (x_bar and y_bar rows are shared by the l3 blocks: the launches add in
 // stream order, so the sum is deterministic). Thread layout of the 128 x K product: 8 (n, k)
@@ -305,10 +335,12 @@ template <class T> struct XySmem {
 template <class T, int L3>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel(XyArgs<T> a, TileMap map) {
   constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, TU = BK / 8;
-  __shared__ __align__(16) XySmem<T> s;
+  extern __shared__ __align__(16) unsigned char xy_smem[];
+  XySmem<T>& s = *reinterpret_cast<XySmem<T>*>(xy_smem);
   const TileRef t = locate(map, a.d, blockIdx.x);
   const int tid = threadIdx.x, tm = tid % 16, tu = tid / 16;
   const int64_t c_in = a.d.c_in, c_out = a.d.c_out;
+  const bool ct_resident = c_out <= kCtW;
 
   for (int pi = 0; pi < fc_path_count<L3>(); ++pi) {
     __syncthreads();
@@ -324,32 +356,35 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
       T acc[8][TU];
       for (int i = 0; i < 8; ++i)
         for (int j = 0; j < TU; ++j) acc[i][j] = T(0);
-      for (int64_t w0 = 0; w0 < c_out; w0 += BK) {
-        __syncthreads();
-        for (int q = tid; q < BK * kBM; q += kThreads) {
-          const int ww = q % BK, m = q / BK, r = m / D, k = m % D;
-          s.c[ww][m] = (r < t.nrows && w0 + ww < c_out) ? a.ctt[((t.row0 + r) * 16 + L3 * L3 + k) * c_out + w0 + ww]
-                                                         : T(0);
+      for (int64_t wb0 = 0; wb0 < c_out; wb0 += kCtW) {
+        if (!ct_resident || (pi == 0 && u0 == 0)) {
+          __syncthreads();  // the previous block's readers of s.c are done
+          stage_ct_block<T, L3>(a.ctt, t, c_out, wb0, s.c);
         }
-        for (int q = tid; q < BK * BK; q += kThreads) {
-          const int uu = q / BK, ww = q % BK;
-          s.wt[ww][uu] = (u0 + uu < c_in && w0 + ww < c_out) ? wp[(u0 + uu) * c_out + w0 + ww] : T(0);
-        }
-        __syncthreads();
+        const int64_t wend = c_out - wb0 < kCtW ? c_out : wb0 + kCtW;
+        for (int64_t w0 = wb0; w0 < wend; w0 += BK) {
+          __syncthreads();  // the previous chunk's readers of s.wt (and of s.g) are done
+          for (int q = tid; q < BK * BK; q += kThreads) {
+            const int uu = q / BK, ww = q % BK;
+            s.wt[ww][uu] = (u0 + uu < c_in && w0 + ww < c_out) ? wp[(u0 + uu) * c_out + w0 + ww] : T(0);
+          }
+          __syncthreads();
+          const int wc = int(w0 - wb0);
 #pragma unroll 8
-        for (int ww = 0; ww < BK; ++ww) {
-          T av[8], bv[TU];
-          lds4(&s.c[ww][4 * tm], av);
-          lds4(&s.c[ww][64 + 4 * tm], av + 4);
-          if constexpr (TU == 4) lds4(&s.wt[ww][TU * tu], bv);
-          else lds2(&s.wt[ww][TU * tu], bv);
+          for (int ww = 0; ww < BK; ++ww) {
+            T av[8], bv[TU];
+            lds4(&s.c[wc + ww][4 * tm], av);
+            lds4(&s.c[wc + ww][64 + 4 * tm], av + 4);
+            if constexpr (TU == 4) lds4(&s.wt[ww][TU * tu], bv);
+            else lds2(&s.wt[ww][TU * tu], bv);
 #pragma unroll
-          for (int i = 0; i < 8; ++i)
+            for (int i = 0; i < 8; ++i)
 #pragma unroll
-            for (int j = 0; j < TU; ++j) acc[i][j] += av[i] * bv[j];
+              for (int j = 0; j < TU; ++j) acc[i][j] += av[i] * bv[j];
+          }
         }
       }
-      __syncthreads();  // every thread is done with s.c before s.g overwrites it
+      __syncthreads();  // every thread is done with s.wt before s.g overwrites it
 #pragma unroll
       for (int i = 0; i < 8; ++i)
 #pragma unroll
@@ -661,7 +696,9 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
       auto launch = [&](auto l3) {
         constexpr int L3 = decltype(l3)::value;
         const TileMap map = tile_map(d, L3);
-        fc_xy_kernel<T, L3><<<unsigned(map.start[4]), kThreads, 0, stream>>>(args, map);
+        // over the 48 KB default: opt in (per device, so on every launch; it is not a stream op)
+        cudaFuncSetAttribute(fc_xy_kernel<T, L3>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(XySmem<T>)));
+        fc_xy_kernel<T, L3><<<unsigned(map.start[4]), kThreads, sizeof(XySmem<T>), stream>>>(args, map);
       };
       launch(std::integral_constant<int, 3>{});
       launch(std::integral_constant<int, 2>{});
