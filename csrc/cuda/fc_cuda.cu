@@ -200,15 +200,15 @@ __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0,
   }
 }
 
-// Thread layout of the 128 x 64 product: 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times
-// 8 channels {4 tw .. +3, 32 + 4 tw .. +3}.
-template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T>& s) {
-  constexpr int D = 2 * L3 + 1, BK = Chunk<T>::K;
+// Thread layout of the 128 x BN product: 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times
+// BN / 8 channels {4 tw .. +3, 32 + 4 tw .. +3} (BN = 64) or {4 tw .. +3} (BN = 32).
+template <class T, int L3, int BN> __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T>& s) {
+  constexpr int D = 2 * L3 + 1, BK = Chunk<T>::K, TN = BN / 8;
   const int tid = threadIdx.x, tm = tid % 16, tw = tid / 16;
   constexpr int R = Tile<L3>::R;
-  T acc[8][8];
+  T acc[8][TN];
   for (int i = 0; i < 8; ++i)
-    for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
+    for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
   constexpr int kSpare = kBM - R * D;  // (n, k) slots past the tile's rows: zero throughout
   if constexpr (kSpare > 0)
     for (int q = tid; q < BK * kSpare; q += kThreads) s.a[q / kSpare][R * D + q % kSpare] = T(0);
@@ -229,23 +229,23 @@ template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const T
         case 2: stage_a_chunk<T, 2, L3>(a, t, u0, s); break;
         default: stage_a_chunk<T, 3, L3>(a, t, u0, s); break;
       }
-      for (int q = tid; q < BK * kBN; q += kThreads) {
-        const int uu = q / kBN, c = q % kBN;
+      for (int q = tid; q < BK * BN; q += kThreads) {
+        const int uu = q / BN, c = q % BN;
         const int64_t u = u0 + uu, wc = w0 + c;
         s.b[uu][c] = (u < a.d.c_in && wc < a.d.c_out) ? wp[u * a.d.c_out + wc] : T(0);
       }
       __syncthreads();
 #pragma unroll 8
       for (int uu = 0; uu < BK; ++uu) {
-        T av[8], bv[8];
+        T av[8], bv[TN];
         lds4(&s.a[uu][4 * tm], av);
         lds4(&s.a[uu][64 + 4 * tm], av + 4);
         lds4(&s.b[uu][4 * tw], bv);
-        lds4(&s.b[uu][32 + 4 * tw], bv + 4);
+        if constexpr (TN == 8) lds4(&s.b[uu][32 + 4 * tw], bv + 4);
 #pragma unroll
         for (int i = 0; i < 8; ++i)
 #pragma unroll
-          for (int j = 0; j < 8; ++j) acc[i][j] += av[i] * bv[j];
+          for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
       }
     }
   }
@@ -256,7 +256,7 @@ template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const T
     if (r >= t.nrows) continue;
     T* orow = a.outt + ((t.row0 + r) * 16 + L3 * L3 + k) * a.d.c_out;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < TN / 4; ++h) {
       const int64_t wc = w0 + 32 * h + 4 * tw;
       if (wc + 4 <= a.d.c_out) st4(orow + wc, &acc[i][4 * h], vec);
       else
@@ -265,16 +265,18 @@ template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const T
   }
 }
 
-template <class T>
+// BN = 64 output channels per CTA, or 32 when there are too few tiles to fill the GPU (small
+// N): twice the CTAs, each with half the product and the same staging.
+template <class T, int BN>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_fwd_kernel(FwdArgs<T> a, TileMap map) {
   __shared__ __align__(16) FwdSmem<T> s;
   const TileRef t = locate(map, a.d, blockIdx.x);
-  const int w0 = blockIdx.y * kBN;
+  const int w0 = blockIdx.y * BN;
   switch (t.l3) {
-    case 0: fwd_tile<T, 0>(a, t, w0, s); break;
-    case 1: fwd_tile<T, 1>(a, t, w0, s); break;
-    case 2: fwd_tile<T, 2>(a, t, w0, s); break;
-    default: fwd_tile<T, 3>(a, t, w0, s); break;
+    case 0: fwd_tile<T, 0, BN>(a, t, w0, s); break;
+    case 1: fwd_tile<T, 1, BN>(a, t, w0, s); break;
+    case 2: fwd_tile<T, 2, BN>(a, t, w0, s); break;
+    default: fwd_tile<T, 3, BN>(a, t, w0, s); break;
   }
 }
 
@@ -668,9 +670,12 @@ ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi:
       return cuda_status("tensor_product");
     }
     const TileMap map = tile_map(d, -1);
-    const dim3 grid(unsigned(map.start[4]), grid_for(c_out, kBN));
-    fc_fwd_kernel<T><<<grid, kThreads, 0, stream>>>(
-        FwdArgs<T>{xt.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), outt->typed_data<T>(), d}, map);
+    const FwdArgs<T> args{xt.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), outt->typed_data<T>(), d};
+    if (map.start[4] * grid_for(c_out, kBN) < 2 * sm_count()) {
+      fc_fwd_kernel<T, 32><<<dim3(unsigned(map.start[4]), grid_for(c_out, 32)), kThreads, 0, stream>>>(args, map);
+    } else {
+      fc_fwd_kernel<T, kBN><<<dim3(unsigned(map.start[4]), grid_for(c_out, kBN)), kThreads, 0, stream>>>(args, map);
+    }
     return cuda_status("tensor_product");
   });
 }
