@@ -300,12 +300,36 @@ constexpr int kCtW = 64;
 template <class T> struct XySmem {
   T c[kCtW][kBM];                    // ct block, [w][(n, k)]
   union {
-    T wt[Chunk<T>::K][Chunk<T>::K];  // W chunk, [w][u], during a product
-    T g[Chunk<T>::K][kBM + kPad];    // G chunk, [u][(n, k)], once the product is done
+    T wt[kCtW][Chunk<T>::K];       // W block, [w][u], during a product
+    T g[Chunk<T>::K][kBM + kPad];  // G chunk, [u][(n, k)], once the product is done
   };
   T mat[kMatMax];
   T h[kMatMax];                      // H[r][i][k] = sum_u x[n, u, i] G[(n, k), u]
 };
+
+// W_p's block u in [u0, u0 + K), w in [wb0, wb0 + kCtW) into wt[w][u] (zeros outside C_in x
+// C_out). Lanes run over u, so the transposed stores are conflict-free (with lanes over w, as
+// before, a warp's 32 stores hit one bank); each item is 16 bytes of one u's row of W_p.
+template <class T>
+__device__ void stage_w_block(const T* wp, int64_t c_in, int64_t c_out, int64_t u0, int64_t wb0, T (*wt)[Chunk<T>::K]) {
+  constexpr int BK = Chunk<T>::K, V = 16 / sizeof(T), G = kCtW / V;
+  const bool vec = c_out % V == 0;
+  for (int q = threadIdx.x; q < BK * G; q += kThreads) {
+    const int uu = q % BK, g = q / BK;
+    const int64_t u = u0 + uu, w = wb0 + g * V;
+    const bool u_ok = u < c_in;
+    const T* src = wp + (u_ok ? u : 0) * c_out + (w < c_out ? w : 0);
+    T v[V];
+    if (vec) {
+      ldg_vec(src, u_ok && w < c_out, v);
+    } else {
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[j] = (u_ok && w + j < c_out) ? ldg(src + j) : T(0);
+    }
+#pragma unroll
+    for (int j = 0; j < V; ++j) wt[g * V + j][uu] = v[j];
+  }
+}
 
 // The tile's ct rows, channels [wb0, wb0 + kCtW) (zeros past C_out and past the tile's rows),
 // into c[w][(n, k)]. Lanes run over (n, k), so the transposed stores are conflict-free; each
@@ -359,31 +383,22 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
       for (int i = 0; i < 8; ++i)
         for (int j = 0; j < TU; ++j) acc[i][j] = T(0);
       for (int64_t wb0 = 0; wb0 < c_out; wb0 += kCtW) {
-        if (!ct_resident || (pi == 0 && u0 == 0)) {
-          __syncthreads();  // the previous block's readers of s.c are done
-          stage_ct_block<T, L3>(a.ctt, t, c_out, wb0, s.c);
-        }
-        const int64_t wend = c_out - wb0 < kCtW ? c_out : wb0 + kCtW;
-        for (int64_t w0 = wb0; w0 < wend; w0 += BK) {
-          __syncthreads();  // the previous chunk's readers of s.wt (and of s.g) are done
-          for (int q = tid; q < BK * BK; q += kThreads) {
-            const int uu = q / BK, ww = q % BK;
-            s.wt[ww][uu] = (u0 + uu < c_in && w0 + ww < c_out) ? wp[(u0 + uu) * c_out + w0 + ww] : T(0);
-          }
-          __syncthreads();
-          const int wc = int(w0 - wb0);
+        __syncthreads();  // the previous block's readers of s.wt (and of s.c, s.g) are done
+        if (!ct_resident || (pi == 0 && u0 == 0)) stage_ct_block<T, L3>(a.ctt, t, c_out, wb0, s.c);
+        stage_w_block<T>(wp, c_in, c_out, u0, wb0, s.wt);
+        __syncthreads();
+        // The whole 64-channel block in one pass (zeros past C_out in both operands).
 #pragma unroll 8
-          for (int ww = 0; ww < BK; ++ww) {
-            T av[8], bv[TU];
-            lds4(&s.c[wc + ww][4 * tm], av);
-            lds4(&s.c[wc + ww][64 + 4 * tm], av + 4);
-            if constexpr (TU == 4) lds4(&s.wt[ww][TU * tu], bv);
-            else lds2(&s.wt[ww][TU * tu], bv);
+        for (int ww = 0; ww < kCtW; ++ww) {
+          T av[8], bv[TU];
+          lds4(&s.c[ww][4 * tm], av);
+          lds4(&s.c[ww][64 + 4 * tm], av + 4);
+          if constexpr (TU == 4) lds4(&s.wt[ww][TU * tu], bv);
+          else lds2(&s.wt[ww][TU * tu], bv);
 #pragma unroll
-            for (int i = 0; i < 8; ++i)
+          for (int i = 0; i < 8; ++i)
 #pragma unroll
-              for (int j = 0; j < TU; ++j) acc[i][j] += av[i] * bv[j];
-          }
+            for (int j = 0; j < TU; ++j) acc[i][j] += av[i] * bv[j];
         }
       }
       __syncthreads();  // every thread is done with s.wt before s.g overwrites it
