@@ -367,6 +367,13 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
   const int tid = threadIdx.x, tm = tid % 16, tu = tid / 16;
   const int64_t c_in = a.d.c_in, c_out = a.d.c_out;
   const bool ct_resident = c_out <= kCtW;
+  // Row tid's y_bar over all paths of the tile, in registers (a tile has at most kThreads rows):
+  // one global read-modify-write per row and tile, where each path's did one (an L2 round trip
+  // that the whole CTA waited for at the next barrier).
+  static_assert(R <= kThreads, "one y_bar row per thread");
+  T ybar[16];
+#pragma unroll
+  for (int j = 0; j < 16; ++j) ybar[j] = T(0);
 
   for (int pi = 0; pi < fc_path_count<L3>(); ++pi) {
     __syncthreads();
@@ -452,20 +459,20 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
           }
         }
     }
-    if (a.y_bar) {  // y_bar[n, j] += sum_ik C_ijk H[r][i][k]; one thread per row
+    if (a.y_bar) {  // y_bar[n, j] += sum_ik C_ijk H[r][i][k]; thread r owns row r
       __syncthreads();
-      with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
-        constexpr int L1c = decltype(l1)::value, L2 = decltype(l2)::value, D1c = 2 * L1c + 1, D2 = 2 * L2 + 1;
-        for (int r = tid; r < t.nrows; r += kThreads) {
-          T yb[D2];
-          for (int j = 0; j < D2; ++j) yb[j] = T(0);
-          const T* h = s.h + r * D1c * D;
-          CG<L1c, L2, L3>::visit([&](int i, int j, int k, double c) { yb[j] += T(c) * h[i * D + k]; });
-          T* out = a.y_bar + (t.row0 + r) * 16 + L2 * L2;
-          for (int j = 0; j < D2; ++j) out[j] += yb[j];
-        }
-      });
+      if (tid < t.nrows)
+        with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
+          constexpr int L1c = decltype(l1)::value, L2 = decltype(l2)::value, D1c = 2 * L1c + 1;
+          const T* h = s.h + tid * D1c * D;
+          CG<L1c, L2, L3>::visit([&](int i, int j, int k, double c) { ybar[L2 * L2 + j] += T(c) * h[i * D + k]; });
+        });
     }
+  }
+  if (a.y_bar && tid < t.nrows) {  // the tile's only read-modify-write of its y_bar rows
+    T* out = a.y_bar + (t.row0 + tid) * 16;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) out[j] += ybar[j];
   }
 }
 
