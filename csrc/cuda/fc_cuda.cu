@@ -415,24 +415,36 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
         for (int j = 0; j < TU; ++j) s.g[TU * tu + j][i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4] = acc[i][j];
       __syncthreads();
       if (a.x_bart)  // x_bar[n, i, u] += sum_k M[r][i][k] G[(r, k), u]; one thread per (r, u),
-                     // channels fastest (coalesced)
-        for (int q = tid; q < R * BK; q += kThreads) {
-          const int uu = q % BK, r = q / BK;
-          if (r >= t.nrows || u0 + uu >= c_in) continue;
-          T* xb = a.x_bart + ((t.row0 + r) * 16 + L1 * L1) * c_in + u0 + uu;
-          T gk[D], old[7];
+                     // channels fastest (coalesced). Two items at a time, both items' old values
+                     // loaded before either is stored, so that their L2 round trips overlap (the
+                     // compiler cannot move a load above a store that may alias it).
+        for (int q0 = tid; q0 < R * BK; q0 += 2 * kThreads) {
+          T old[2][7];
+          T* xb[2];
+          bool ok[2];
 #pragma unroll
-          for (int i = 0; i < 7; ++i)  // all of the row's loads first, so that they overlap
-            if (i < D1) old[i] = xb[i * c_in];
+          for (int h = 0; h < 2; ++h) {
+            const int q = q0 + h * kThreads, uu = q % BK, r = q / BK;
+            ok[h] = q < R * BK && r < t.nrows && u0 + uu < c_in;
+            xb[h] = a.x_bart + ((t.row0 + (ok[h] ? r : 0)) * 16 + L1 * L1) * c_in + u0 + (ok[h] ? uu : 0);
 #pragma unroll
-          for (int k = 0; k < D; ++k) gk[k] = s.g[uu][r * D + k];
+            for (int i = 0; i < 7; ++i) old[h][i] = (ok[h] && i < D1) ? xb[h][i * c_in] : T(0);
+          }
 #pragma unroll
-          for (int i = 0; i < 7; ++i) {
-            if (i >= D1) break;
-            T v = old[i];
+          for (int h = 0; h < 2; ++h) {
+            if (!ok[h]) continue;
+            const int q = q0 + h * kThreads, uu = q % BK, r = q / BK;
+            T gk[D];
 #pragma unroll
-            for (int k = 0; k < D; ++k) v += s.mat[(r * D1 + i) * D + k] * gk[k];
-            xb[i * c_in] = v;
+            for (int k = 0; k < D; ++k) gk[k] = s.g[uu][r * D + k];
+#pragma unroll
+            for (int i = 0; i < 7; ++i) {
+              if (i >= D1) break;
+              T v = old[h][i];
+#pragma unroll
+              for (int k = 0; k < D; ++k) v += s.mat[(r * D1 + i) * D + k] * gk[k];
+              xb[h][i * c_in] = v;
+            }
           }
         }
       if (a.y_bar)  // H[r][i][k] += sum_u x[n, u, i] G[(r, k), u]; one thread per (r, i) and all
