@@ -37,6 +37,25 @@ def setup(args):
           f"dtype {'float64' if args.f64 else 'float32'} date {time.strftime('%Y-%m-%d')}", flush=True)
 
 
+def real_graph(N, nbrs, seed):
+    """A realistic graph: N atoms at random positions in a periodic box sized for `nbrs`
+    neighbours within radius 1, atoms sorted by cell (spatial order, as MD codes keep them),
+    edges grouped by receiver. Returns (senders, receivers, edge vectors) as numpy arrays."""
+    rng = np.random.default_rng(seed)
+    L = (N * 4.0 / 3.0 * np.pi / nbrs) ** (1.0 / 3.0)
+    pos = rng.uniform(0, L, (N, 3))
+    nc = max(1, int(L))
+    cell = np.floor(pos / (L / nc)).astype(int) % nc
+    pos = pos[np.lexsort((cell[:, 2], cell[:, 1], cell[:, 0]))]
+    snd, rcv, vec = [], [], []
+    for i in range(N):
+        d = pos - pos[i]
+        d -= L * np.round(d / L)
+        nb = np.nonzero((np.einsum("ij,ij->i", d, d) < 1.0) & (np.arange(N) != i))[0]
+        snd.append(nb); rcv.append(np.full(nb.shape, i)); vec.append(d[nb])
+    return np.concatenate(snd), np.concatenate(rcv), np.concatenate(vec)
+
+
 def peers():
     """(e3nn_jax or None, (cuequivariance, cuequivariance_jax) or None)."""
     try:

@@ -11,6 +11,8 @@
 #              the same script for every tree; "tree": from each tree's own benchmarks/
 #   AB_NCU     profile script for ncu per-kernel times ("" skips; default profile_fc.py)
 #   AB_NCU_KERNELS  ncu --kernel-name filter (default regex:fc_)
+#   AB_NCU_EXTRA    more ncu arguments, e.g. "--section WarpStateStats --section Occupancy" (the
+#              stall reasons land in logs.tgz; the summary still prints the times only)
 #   AB_SAN     sanitize_kernels.py arguments under compute-sanitizer memcheck ("" skips; default fc);
 #              run without XLA autotuning and with half the memory: with both, memcheck segfaulted
 # Summaries go to stdout; full logs to $OUT/logs.tgz (one file: the device tool returns few).
@@ -42,7 +44,7 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
     grep -vE "^CHECK.*OK|Warning" $LOGS/bench_$name.log | tail -25
   fi
   if [ -n "${AB_NCU-x}" ]; then
-    timeout 120 ncu --kernel-name ${AB_NCU_KERNELS:-regex:fc_} --metrics gpu__time_duration.sum \
+    timeout 120 ncu --kernel-name ${AB_NCU_KERNELS:-regex:fc_} --metrics gpu__time_duration.sum ${AB_NCU_EXTRA:-} \
       python3 $bdir/${AB_NCU-profile_fc.py} > $LOGS/ncu_$name.log 2>&1
     # timeout stops ncu but not the python it launched; a hung one would hold the GPU for the next tree
     pkill -9 -f "$bdir/${AB_NCU-profile_fc.py}"

@@ -38,22 +38,6 @@ if args.cpu_size:
     CASES = {"W2": (100, 1500, 8, ALL), "W2n": (100, 1500, 8, NAT), "W2s": (50, 400, 4, ALL)}
 
 
-def real_graph(N, nbrs, seed):
-    rng = np.random.default_rng(seed)
-    L = (N * 4.0 / 3.0 * np.pi / nbrs) ** (1.0 / 3.0)
-    pos = rng.uniform(0, L, (N, 3))
-    nc = max(1, int(L))
-    cell = np.floor(pos / (L / nc)).astype(int) % nc
-    pos = pos[np.lexsort((cell[:, 2], cell[:, 1], cell[:, 0]))]
-    snd, rcv, vec = [], [], []
-    for i in range(N):
-        d = pos - pos[i]
-        d -= L * np.round(d / L)
-        nb = np.nonzero((np.einsum("ij,ij->i", d, d) < 1.0) & (np.arange(N) != i))[0]
-        snd.append(nb); rcv.append(np.full(nb.shape, i)); vec.append(d[nb])
-    return np.concatenate(snd), np.concatenate(rcv), np.concatenate(vec)
-
-
 def modes(conv):
     def fwd(x, v, w, cot):
         return conv(x, v, w)
@@ -105,7 +89,7 @@ def layer_modes(conv, irreps_out, C, key):
 def run(tag, N, E, C, filt, graph_kind):
     k = jax.random.split(jax.random.key(E + C), 6)
     if graph_kind == "real":
-        s, r, v = real_graph(N, E / N, 0)
+        s, r, v = H.real_graph(N, E / N, 0)
         snd, rcv, vec = jnp.asarray(s, jnp.int32), jnp.asarray(r, jnp.int32), jnp.asarray(v, dt)
         E = int(snd.shape[0])
     else:
