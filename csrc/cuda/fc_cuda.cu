@@ -208,15 +208,15 @@ __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0,
   }
 }
 
-// Thread layout of the 128 x 64 product: 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times
-// 8 channels {4 tw .. +3, 32 + 4 tw .. +3}.
-template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T>& s) {
-  constexpr int D = 2 * L3 + 1, BK = Chunk<T>::K;
+// Thread layout of the 128 x BN product: 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times
+// BN / 8 channels {4 tw .. +3, 32 + 4 tw .. +3} (BN = 64) or {4 tw .. +3} (BN = 32).
+template <class T, int L3, int BN> __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T>& s) {
+  constexpr int D = 2 * L3 + 1, BK = Chunk<T>::K, TN = BN / 8;
   const int tid = threadIdx.x, tm = tid % 16, tw = tid / 16;
   constexpr int R = Tile<L3>::R;
-  T acc[8][8];
+  T acc[8][TN];
   for (int i = 0; i < 8; ++i)
-    for (int j = 0; j < 8; ++j) acc[i][j] = T(0);
+    for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
   constexpr int kSpare = kBM - R * D;  // (n, k) slots past the tile's rows: zero throughout
   if constexpr (kSpare > 0)
     for (int q = tid; q < BK * kSpare; q += kThreads) s.a[q / kSpare][R * D + q % kSpare] = T(0);
@@ -237,23 +237,23 @@ template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const T
         case 2: stage_a_chunk<T, 2, L3>(a, t, u0, s); break;
         default: stage_a_chunk<T, 3, L3>(a, t, u0, s); break;
       }
-      for (int q = tid; q < BK * kBN; q += kThreads) {
-        const int uu = q / kBN, c = q % kBN;
+      for (int q = tid; q < BK * BN; q += kThreads) {
+        const int uu = q / BN, c = q % BN;
         const int64_t u = u0 + uu, wc = w0 + c;
         s.b[uu][c] = (u < a.d.c_in && wc < a.d.c_out) ? wp[u * a.d.c_out + wc] : T(0);
       }
       __syncthreads();
 #pragma unroll 8
       for (int uu = 0; uu < BK; ++uu) {
-        T av[8], bv[8];
+        T av[8], bv[TN];
         lds4(&s.a[uu][4 * tm], av);
         lds4(&s.a[uu][64 + 4 * tm], av + 4);
         lds4(&s.b[uu][4 * tw], bv);
-        lds4(&s.b[uu][32 + 4 * tw], bv + 4);
+        if constexpr (TN == 8) lds4(&s.b[uu][32 + 4 * tw], bv + 4);
 #pragma unroll
         for (int i = 0; i < 8; ++i)
 #pragma unroll
-          for (int j = 0; j < 8; ++j) acc[i][j] += av[i] * bv[j];
+          for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
       }
     }
   }
@@ -264,7 +264,7 @@ template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const T
     if (r >= t.nrows) continue;
     T* orow = a.outt + ((t.row0 + r) * 16 + L3 * L3 + k) * a.d.c_out;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < TN / 4; ++h) {
       const int64_t wc = w0 + 32 * h + 4 * tw;
       if (wc + 4 <= a.d.c_out) st4(orow + wc, &acc[i][4 * h], vec);
       else
@@ -275,16 +275,18 @@ template <class T, int L3> __device__ void fwd_tile(const FwdArgs<T>& a, const T
 
 // 4 CTAs per SM in fp32 (128 registers, no spill): the forward waits on its per-path barriers,
 // and more resident warps hide them (H200, 2026-11-28: 0.788 ms at 3 CTAs, 0.700 at 4).
-template <class T>
+// BN = 64 output channels per CTA, or 32 when there are too few tiles to fill the GPU (small
+// N): twice the CTAs, each with half the product and the same staging.
+template <class T, int BN>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_fwd_kernel(FwdArgs<T> a, TileMap map) {
   __shared__ __align__(16) FwdSmem<T> s;
   const TileRef t = locate(map, a.d, blockIdx.x);
-  const int w0 = blockIdx.y * kBN;
+  const int w0 = blockIdx.y * BN;
   switch (t.l3) {
-    case 0: fwd_tile<T, 0>(a, t, w0, s); break;
-    case 1: fwd_tile<T, 1>(a, t, w0, s); break;
-    case 2: fwd_tile<T, 2>(a, t, w0, s); break;
-    default: fwd_tile<T, 3>(a, t, w0, s); break;
+    case 0: fwd_tile<T, 0, BN>(a, t, w0, s); break;
+    case 1: fwd_tile<T, 1, BN>(a, t, w0, s); break;
+    case 2: fwd_tile<T, 2, BN>(a, t, w0, s); break;
+    default: fwd_tile<T, 3, BN>(a, t, w0, s); break;
   }
 }
 
@@ -299,15 +301,69 @@ template <class T> struct XyArgs {
   FcDims d;
 };
 
+// ct channels per staged block. With C_out <= kCtW the tile's whole ct (the same for every
+// path of the tile) is staged once per tile instead of once per path; wider C_out is staged
+// block by block per path, as before. 56 KB of dynamic shared memory in fp32 (4 CTAs per SM),
+// 95 KB in fp64 (2).
+constexpr int kCtW = 64;
+
 template <class T> struct XySmem {
+  T c[kCtW][kBM];                    // ct block, [w][(n, k)]
   union {
-    T c[Chunk<T>::K][kBM + kPad];  // ct chunk, [w][(n, k)]
+    T wt[kCtW][Chunk<T>::K];       // W block, [w][u], during a product
     T g[Chunk<T>::K][kBM + kPad];  // G chunk, [u][(n, k)], once the product is done
   };
-  T wt[Chunk<T>::K][Chunk<T>::K];  // W chunk, [w][u]
   T mat[kMatMax];
-  T h[kMatMax];                    // H[r][i][k] = sum_u x[n, u, i] G[(n, k), u]
+  T h[kMatMax];                      // H[r][i][k] = sum_u x[n, u, i] G[(n, k), u]
 };
+
+// W_p's block u in [u0, u0 + K), w in [wb0, wb0 + kCtW) into wt[w][u] (zeros outside C_in x
+// C_out). Lanes run over u, so the transposed stores are conflict-free (with lanes over w, as
+// before, a warp's 32 stores hit one bank); each item is 16 bytes of one u's row of W_p.
+template <class T>
+__device__ void stage_w_block(const T* wp, int64_t c_in, int64_t c_out, int64_t u0, int64_t wb0, T (*wt)[Chunk<T>::K]) {
+  constexpr int BK = Chunk<T>::K, V = 16 / sizeof(T), G = kCtW / V;
+  const bool vec = c_out % V == 0;
+  for (int q = threadIdx.x; q < BK * G; q += kThreads) {
+    const int uu = q % BK, g = q / BK;
+    const int64_t u = u0 + uu, w = wb0 + g * V;
+    const bool u_ok = u < c_in;
+    const T* src = wp + (u_ok ? u : 0) * c_out + (w < c_out ? w : 0);
+    T v[V];
+    if (vec) {
+      ldg_vec(src, u_ok && w < c_out, v);
+    } else {
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[j] = (u_ok && w + j < c_out) ? ldg(src + j) : T(0);
+    }
+#pragma unroll
+    for (int j = 0; j < V; ++j) wt[g * V + j][uu] = v[j];
+  }
+}
+
+// The tile's ct rows, channels [wb0, wb0 + kCtW) (zeros past C_out and past the tile's rows),
+// into c[w][(n, k)]. Lanes run over (n, k), so the transposed stores are conflict-free; each
+// item is 16 bytes of one row's channels (one vector load when C_out allows it).
+template <class T, int L3>
+__device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, int64_t wb0, T (*c)[kBM]) {
+  constexpr int D = 2 * L3 + 1, V = 16 / sizeof(T), G = kCtW / V;
+  const bool vec = c_out % V == 0;  // then a V-group of channels is wholly inside or outside C_out
+  for (int q = threadIdx.x; q < kBM * G; q += kThreads) {
+    const int m = q % kBM, g = q / kBM, r = m / D, k = m % D;
+    const int64_t w = wb0 + g * V;
+    const bool row_ok = r < t.nrows;
+    const T* src = ctt + ((t.row0 + (row_ok ? r : 0)) * 16 + L3 * L3 + k) * c_out + (w < c_out ? w : 0);
+    T v[V];
+    if (vec) {
+      ldg_vec(src, row_ok && w < c_out, v);
+    } else {
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[j] = (row_ok && w + j < c_out) ? ldg(src + j) : T(0);
+    }
+#pragma unroll
+    for (int j = 0; j < V; ++j) c[g * V + j][m] = v[j];
+  }
+}
 
 // One launch per l3 (x_bar and y_bar rows are shared by the l3 blocks: the launches add in
 // stream order, so the sum is deterministic). Thread layout of the 128 x K product: 8 (n, k)
@@ -315,10 +371,19 @@ template <class T> struct XySmem {
 template <class T, int L3>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel(XyArgs<T> a, TileMap map) {
   constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, TU = BK / 8;
-  __shared__ __align__(16) XySmem<T> s;
+  extern __shared__ __align__(16) unsigned char xy_smem[];
+  XySmem<T>& s = *reinterpret_cast<XySmem<T>*>(xy_smem);
   const TileRef t = locate(map, a.d, blockIdx.x);
   const int tid = threadIdx.x, tm = tid % 16, tu = tid / 16;
   const int64_t c_in = a.d.c_in, c_out = a.d.c_out;
+  const bool ct_resident = c_out <= kCtW;
+  // Row tid's y_bar over all paths of the tile, in registers (a tile has at most kThreads rows):
+  // one global read-modify-write per row and tile, where each path's did one (an L2 round trip
+  // that the whole CTA waited for at the next barrier).
+  static_assert(R <= kThreads, "one y_bar row per thread");
+  T ybar[16];
+#pragma unroll
+  for (int j = 0; j < 16; ++j) ybar[j] = T(0);
 
   for (int pi = 0; pi < fc_path_count<L3>(); ++pi) {
     __syncthreads();
@@ -334,20 +399,14 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
       T acc[8][TU];
       for (int i = 0; i < 8; ++i)
         for (int j = 0; j < TU; ++j) acc[i][j] = T(0);
-      for (int64_t w0 = 0; w0 < c_out; w0 += BK) {
+      for (int64_t wb0 = 0; wb0 < c_out; wb0 += kCtW) {
+        __syncthreads();  // the previous block's readers of s.wt (and of s.c, s.g) are done
+        if (!ct_resident || (pi == 0 && u0 == 0)) stage_ct_block<T, L3>(a.ctt, t, c_out, wb0, s.c);
+        stage_w_block<T>(wp, c_in, c_out, u0, wb0, s.wt);
         __syncthreads();
-        for (int q = tid; q < BK * kBM; q += kThreads) {
-          const int ww = q % BK, m = q / BK, r = m / D, k = m % D;
-          s.c[ww][m] = (r < t.nrows && w0 + ww < c_out) ? a.ctt[((t.row0 + r) * 16 + L3 * L3 + k) * c_out + w0 + ww]
-                                                         : T(0);
-        }
-        for (int q = tid; q < BK * BK; q += kThreads) {
-          const int uu = q / BK, ww = q % BK;
-          s.wt[ww][uu] = (u0 + uu < c_in && w0 + ww < c_out) ? wp[(u0 + uu) * c_out + w0 + ww] : T(0);
-        }
-        __syncthreads();
+        // The whole 64-channel block in one pass (zeros past C_out in both operands).
 #pragma unroll 8
-        for (int ww = 0; ww < BK; ++ww) {
+        for (int ww = 0; ww < kCtW; ++ww) {
           T av[8], bv[TU];
           lds4(&s.c[ww][4 * tm], av);
           lds4(&s.c[ww][64 + 4 * tm], av + 4);
@@ -359,31 +418,43 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
             for (int j = 0; j < TU; ++j) acc[i][j] += av[i] * bv[j];
         }
       }
-      __syncthreads();  // every thread is done with s.c before s.g overwrites it
+      __syncthreads();  // every thread is done with s.wt before s.g overwrites it
 #pragma unroll
       for (int i = 0; i < 8; ++i)
 #pragma unroll
         for (int j = 0; j < TU; ++j) s.g[TU * tu + j][i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4] = acc[i][j];
       __syncthreads();
       if (a.x_bart)  // x_bar[n, i, u] += sum_k M[r][i][k] G[(r, k), u]; one thread per (r, u),
-                     // channels fastest (coalesced)
-        for (int q = tid; q < R * BK; q += kThreads) {
-          const int uu = q % BK, r = q / BK;
-          if (r >= t.nrows || u0 + uu >= c_in) continue;
-          T* xb = a.x_bart + ((t.row0 + r) * 16 + L1 * L1) * c_in + u0 + uu;
-          T gk[D], old[7];
+                     // channels fastest (coalesced). Two items at a time, both items' old values
+                     // loaded before either is stored, so that their L2 round trips overlap (the
+                     // compiler cannot move a load above a store that may alias it).
+        for (int q0 = tid; q0 < R * BK; q0 += 2 * kThreads) {
+          T old[2][7];
+          T* xb[2];
+          bool ok[2];
 #pragma unroll
-          for (int i = 0; i < 7; ++i)  // all of the row's loads first, so that they overlap
-            if (i < D1) old[i] = xb[i * c_in];
+          for (int h = 0; h < 2; ++h) {
+            const int q = q0 + h * kThreads, uu = q % BK, r = q / BK;
+            ok[h] = q < R * BK && r < t.nrows && u0 + uu < c_in;
+            xb[h] = a.x_bart + ((t.row0 + (ok[h] ? r : 0)) * 16 + L1 * L1) * c_in + u0 + (ok[h] ? uu : 0);
 #pragma unroll
-          for (int k = 0; k < D; ++k) gk[k] = s.g[uu][r * D + k];
+            for (int i = 0; i < 7; ++i) old[h][i] = (ok[h] && i < D1) ? xb[h][i * c_in] : T(0);
+          }
 #pragma unroll
-          for (int i = 0; i < 7; ++i) {
-            if (i >= D1) break;
-            T v = old[i];
+          for (int h = 0; h < 2; ++h) {
+            if (!ok[h]) continue;
+            const int q = q0 + h * kThreads, uu = q % BK, r = q / BK;
+            T gk[D];
 #pragma unroll
-            for (int k = 0; k < D; ++k) v += s.mat[(r * D1 + i) * D + k] * gk[k];
-            xb[i * c_in] = v;
+            for (int k = 0; k < D; ++k) gk[k] = s.g[uu][r * D + k];
+#pragma unroll
+            for (int i = 0; i < 7; ++i) {
+              if (i >= D1) break;
+              T v = old[h][i];
+#pragma unroll
+              for (int k = 0; k < D; ++k) v += s.mat[(r * D1 + i) * D + k] * gk[k];
+              xb[h][i * c_in] = v;
+            }
           }
         }
       if (a.y_bar)  // H[r][i][k] += sum_u x[n, u, i] G[(r, k), u]; one thread per (r, i) and all
@@ -410,20 +481,20 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
           }
         }
     }
-    if (a.y_bar) {  // y_bar[n, j] += sum_ik C_ijk H[r][i][k]; one thread per row
+    if (a.y_bar) {  // y_bar[n, j] += sum_ik C_ijk H[r][i][k]; thread r owns row r
       __syncthreads();
-      with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
-        constexpr int L1c = decltype(l1)::value, L2 = decltype(l2)::value, D1c = 2 * L1c + 1, D2 = 2 * L2 + 1;
-        for (int r = tid; r < t.nrows; r += kThreads) {
-          T yb[D2];
-          for (int j = 0; j < D2; ++j) yb[j] = T(0);
-          const T* h = s.h + r * D1c * D;
-          CG<L1c, L2, L3>::visit([&](int i, int j, int k, double c) { yb[j] += T(c) * h[i * D + k]; });
-          T* out = a.y_bar + (t.row0 + r) * 16 + L2 * L2;
-          for (int j = 0; j < D2; ++j) out[j] += yb[j];
-        }
-      });
+      if (tid < t.nrows)
+        with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
+          constexpr int L1c = decltype(l1)::value, L2 = decltype(l2)::value, D1c = 2 * L1c + 1;
+          const T* h = s.h + tid * D1c * D;
+          CG<L1c, L2, L3>::visit([&](int i, int j, int k, double c) { ybar[L2 * L2 + j] += T(c) * h[i * D + k]; });
+        });
     }
+  }
+  if (a.y_bar && tid < t.nrows) {  // the tile's only read-modify-write of its y_bar rows
+    T* out = a.y_bar + (t.row0 + tid) * 16;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) out[j] += ybar[j];
   }
 }
 
@@ -633,9 +704,12 @@ ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi:
       return cuda_status("tensor_product");
     }
     const TileMap map = tile_map(d, -1);
-    const dim3 grid(unsigned(map.start[4]), grid_for(c_out, kBN));
-    fc_fwd_kernel<T><<<grid, kThreads, 0, stream>>>(
-        FwdArgs<T>{xt.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), outt->typed_data<T>(), d}, map);
+    const FwdArgs<T> args{xt.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), outt->typed_data<T>(), d};
+    if (map.start[4] * grid_for(c_out, kBN) < 2 * sm_count()) {
+      fc_fwd_kernel<T, 32><<<dim3(unsigned(map.start[4]), grid_for(c_out, 32)), kThreads, 0, stream>>>(args, map);
+    } else {
+      fc_fwd_kernel<T, kBN><<<dim3(unsigned(map.start[4]), grid_for(c_out, kBN)), kThreads, 0, stream>>>(args, map);
+    }
     return cuda_status("tensor_product");
   });
 }
@@ -661,7 +735,9 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
       auto launch = [&](auto l3) {
         constexpr int L3 = decltype(l3)::value;
         const TileMap map = tile_map(d, L3);
-        fc_xy_kernel<T, L3><<<unsigned(map.start[4]), kThreads, 0, stream>>>(args, map);
+        // over the 48 KB default: opt in (per device, so on every launch; it is not a stream op)
+        cudaFuncSetAttribute(fc_xy_kernel<T, L3>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(XySmem<T>)));
+        fc_xy_kernel<T, L3><<<unsigned(map.start[4]), kThreads, sizeof(XySmem<T>), stream>>>(args, map);
       };
       launch(std::integral_constant<int, 3>{});
       launch(std::integral_constant<int, 2>{});
