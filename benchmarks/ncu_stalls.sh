@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Why a kernel waits: Nsight Compute's stall, occupancy, memory and per-source-line sections for
+# the fp32 FC kernels (N = 20k) and the conv kernels (W2, real graph, backward), on the GPU
+# machine (device tool, repo root, carry [".whl"]). Builds this tree once into /tmp/ab/stalls.
+# Writes to $OUT: the section reports (*.txt), all metrics (*_raw.csv), per-CUDA-line tables (*_source.csv) and the
+# reports themselves (*.ncu-rep, for the Nsight Compute GUI).
+#   STALL_FC_KERNELS  ncu regex on demangled names (default fc_(fwd|xy|w)_kernel<float)
+#   STALL_CONV_ARGS   profile_conv.py arguments ("" skips; default --graph real --mode bwd)
+set -uo pipefail
+OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+source benchmarks/device_env.sh
+rm -rf /tmp/ab/stalls
+python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/ab/stalls . > "$OUT/build.log" 2>&1 || { tail "$OUT/build.log"; exit 1; }
+export PYTHONPATH=/tmp/ab/stalls:/tmp/site
+SECTIONS="--section SpeedOfLight --section WarpStateStats --section SchedulerStats --section Occupancy
+  --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section LaunchStats --section SourceCounters"
+profile() {  # name, kernel regex, script and arguments
+  local name=$1 regex=$2; shift 2
+  timeout 240 ncu --kernel-name-base demangled --kernel-name "regex:$regex" $SECTIONS --import-source yes \
+    -f -o "$OUT/$name" python3 "$@" > "$OUT/${name}_run.log" 2>&1
+  pkill -9 -f "$1"  # timeout stops ncu, not the python it launched
+  ncu -i "$OUT/$name.ncu-rep" > "$OUT/$name.txt" 2>&1
+  ncu -i "$OUT/$name.ncu-rep" --page raw --csv > "$OUT/${name}_raw.csv" 2>&1  # every metric, stall reasons too
+  ncu -i "$OUT/$name.ncu-rep" --page source --csv --print-source cuda > "$OUT/${name}_source.csv" 2>&1
+  grep -E "^  [a-z_ ]*void|Duration|Warp Cycles Per Issued|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Issued Warp|Memory Throughput|Compute \(SM\)" "$OUT/$name.txt"
+}
+profile fc "${STALL_FC_KERNELS:-fc_(fwd|xy|w)_kernel<float}" benchmarks/profile_fc.py
+[ -n "${STALL_CONV_ARGS-x}" ] && profile conv "conv_" benchmarks/profile_conv.py ${STALL_CONV_ARGS---graph real --mode bwd}
+ls -la "$OUT"
