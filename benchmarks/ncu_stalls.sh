@@ -12,6 +12,10 @@ source benchmarks/device_env.sh
 rm -rf /tmp/ab/stalls
 python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/ab/stalls . > "$OUT/build.log" 2>&1 || { tail "$OUT/build.log"; exit 1; }
 export PYTHONPATH=/tmp/ab/stalls:/tmp/site
+# ncu saves and restores the device memory around every replay pass: with XLA's default
+# preallocation (90% of the card) each of the ~23 passes per kernel copied ~125 GB, and the
+# first run of this script (550 s) lost most of its kernels to the timeout
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 SECTIONS="--section SpeedOfLight --section WarpStateStats --section SchedulerStats --section Occupancy
   --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section LaunchStats --section SourceCounters"
 profile() {  # name, kernel regex, script and arguments
