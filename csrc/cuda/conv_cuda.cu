@@ -218,13 +218,27 @@ template <class T, bool kWOnly> struct BwdRcvRun {
   T* y_part;
   EdgeTile<T>& tile;
 
+  // kStatic: every possible path of the run is present and all three results are asked for
+  // (the first-order backward of a full filter, what MD runs every step), known at compile
+  // time. The edge body is then one basic block: no per-path branch, and the compiler can
+  // interleave the FMA chains of different paths (sampled stalls: a quarter of them were fixed-
+  // latency dependencies, with 3 warps per scheduler to hide them).
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
+    if constexpr (!kWOnly && L3MAX == kConvL3Small) {
+      constexpr unsigned kAll = conv_all_slots(L1, L3MAX);
+      if ((unsigned(rn.row[4]) & kAll) == kAll && a.w_bar && a.x_part && y_part) return body<L1, L3MAX, true>();
+    }
+    body<L1, L3MAX, false>();
+  }
+
+  template <int L1, int L3MAX, bool kStatic> __device__ __forceinline__ void body() const {
     constexpr int D1 = 2 * L1 + 1;
     using Slots = RunSlots<T, L1, L3MAX>;
     const int lane = threadIdx.x & 31;
     const bool active = u < rn.mul();
     const Slots rs(rn, scale, active ? u : 0);
-    const bool want_w = a.w_bar, want_x = !kWOnly && a.x_part, want_y = !kWOnly && y_part;
+    const bool want_w = kStatic || a.w_bar, want_x = kStatic || (!kWOnly && a.x_part),
+               want_y = kStatic || (!kWOnly && y_part);
     const bool read_x = want_w || want_y, read_w = want_x || want_y;
     T c[conv_acc_size(L1, L3MAX)];
     load_paths_o(rs, a.ct + r * a.o_w, c);
@@ -251,7 +265,7 @@ template <class T, bool kWOnly> struct BwdRcvRun {
           for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
             BJ_CONV_PATH_CONSTANTS(l2, l3);
             using Term = UvuTerm<L1, L2, L3, T>;
-            if (!rs.has(S)) return;
+            if (!kStatic && !rs.has(S)) return;
             if (want_x) {  // g = dPhi/dx of the path with unit weight: gives x_bar and w_bar
               T g[D1];
 #pragma unroll
@@ -264,7 +278,7 @@ template <class T, bool kWOnly> struct BwdRcvRun {
                 xb[i] += sw * g[i];
                 dot += xl[i] * g[i];
               }
-              if (wbrow) wbrow[rs.w_at[P]] = rs.sc[P] * dot;
+              if (kStatic || wbrow) wbrow[rs.w_at[P]] = rs.sc[P] * dot;
             } else if (wbrow) {
               wbrow[rs.w_at[P]] = Term::w(rs.sc[P], xl, Y + L2 * L2, c + OFF);
             }

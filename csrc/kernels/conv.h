@@ -74,6 +74,15 @@ constexpr int conv_acc_offset(int L1, int L3MAX, int L2e, int L3e) {
 }
 constexpr int conv_acc_size(int L1, int L3MAX) { return conv_acc_offset(L1, L3MAX, 4, 0); }
 
+// The slot bits (l2 * kConvL3 + l3) of every possible path of a run: a run whose mask holds them
+// all can take the kernels' variant with the path set fixed at compile time.
+constexpr unsigned conv_all_slots(int L1, int L3MAX) {
+  unsigned m = 0;
+  for (int l2 = 0; l2 < 4; ++l2)
+    for (int l3 = conv_abs(L1 - l2); l3 <= conv_min(L1 + l2, L3MAX); ++l3) m |= 1u << (l2 * kConvL3 + l3);
+  return m;
+}
+
 // Number of possible paths of a run, and the position of path (L2, L3) among them.
 constexpr int conv_path_index(int L1, int L3MAX, int L2e, int L3e) {
   int n = 0;
