@@ -139,7 +139,16 @@ template <class T, bool PF> struct FwdRun {
   int u;
   EdgeTile<T>& tile;
 
+  // kStatic: every possible path of the run is present, known at compile time (see BwdRcvRun).
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
+    if constexpr (L3MAX == kConvL3Small && sizeof(T) == 4) {  // fp64 spilled with it (not measured)
+      constexpr unsigned kAll = conv_all_slots(L1, L3MAX);
+      if ((unsigned(rn.row[4]) & kAll) == kAll) return body<L1, L3MAX, true>();
+    }
+    body<L1, L3MAX, false>();
+  }
+
+  template <int L1, int L3MAX, bool kStatic> __device__ __forceinline__ void body() const {
     constexpr int D1 = 2 * L1 + 1;
     using Slots = RunSlots<T, L1, L3MAX>;
     T acc[conv_acc_size(L1, L3MAX)];
@@ -175,7 +184,7 @@ template <class T, bool PF> struct FwdRun {
         const T* Y = tile.y[t];
         for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
           BJ_CONV_PATH_CONSTANTS(l2, l3);
-          if (rs.has(S)) UvuTerm<L1, L2, L3, T>::out(rs.sc[P] * wv[P], xl, Y + L2 * L2, acc + OFF);
+          if (kStatic || rs.has(S)) UvuTerm<L1, L2, L3, T>::out(rs.sc[P] * wv[P], xl, Y + L2 * L2, acc + OFF);
         });
       }
     }
@@ -183,7 +192,7 @@ template <class T, bool PF> struct FwdRun {
     T* orow = a.out + r * a.o_w;
     for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
       BJ_CONV_PATH_CONSTANTS(l2, l3);
-      if (!rs.has(S)) return;
+      if (!kStatic && !rs.has(S)) return;
 #pragma unroll
       for (int k = 0; k < 2 * L3 + 1; ++k) orow[rs.o_at[P] + k] = acc[OFF + k];
     });
