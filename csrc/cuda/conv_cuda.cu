@@ -233,7 +233,7 @@ template <class T, bool kWOnly> struct BwdRcvRun {
   // interleave the FMA chains of different paths (sampled stalls: a quarter of them were fixed-
   // latency dependencies, with 3 warps per scheduler to hide them).
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
-    if constexpr (!kWOnly && L3MAX == kConvL3Small) {
+    if constexpr (!kWOnly && L3MAX == kConvL3Small && sizeof(T) == 4) {  // fp64: not measured
       constexpr unsigned kAll = conv_all_slots(L1, L3MAX);
       if ((unsigned(rn.row[4]) & kAll) == kAll && a.w_bar && a.x_part && y_part) return body<L1, L3MAX, true>();
     }
