@@ -142,8 +142,7 @@ template <class T, bool PF> struct FwdRun {
   // kStatic: every possible path of the run is present, known at compile time (see BwdRcvRun).
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
     if constexpr (L3MAX == kConvL3Small && sizeof(T) == 4) {  // fp64 spilled with it (not measured)
-      constexpr unsigned kAll = conv_all_slots(L1, L3MAX);
-      if ((unsigned(rn.row[4]) & kAll) == kAll) return body<L1, L3MAX, true>();
+      if (conv_run_has_all_paths<L1, L3MAX>(rn)) return body<L1, L3MAX, true>();
     }
     body<L1, L3MAX, false>();
   }
@@ -234,8 +233,7 @@ template <class T, bool kWOnly> struct BwdRcvRun {
   // latency dependencies, with 3 warps per scheduler to hide them).
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
     if constexpr (!kWOnly && L3MAX == kConvL3Small && sizeof(T) == 4) {  // fp64: not measured
-      constexpr unsigned kAll = conv_all_slots(L1, L3MAX);
-      if ((unsigned(rn.row[4]) & kAll) == kAll && a.w_bar && a.x_part && y_part) return body<L1, L3MAX, true>();
+      if (conv_run_has_all_paths<L1, L3MAX>(rn) && a.w_bar && a.x_part && y_part) return body<L1, L3MAX, true>();
     }
     body<L1, L3MAX, false>();
   }

@@ -82,6 +82,10 @@ constexpr unsigned conv_all_slots(int L1, int L3MAX) {
     for (int l3 = conv_abs(L1 - l2); l3 <= conv_min(L1 + l2, L3MAX); ++l3) m |= 1u << (l2 * kConvL3 + l3);
   return m;
 }
+template <int L1, int L3MAX> BJ_HD bool conv_run_has_all_paths(const ConvRun& rn) {
+  constexpr unsigned kAll = conv_all_slots(L1, L3MAX);
+  return (unsigned(rn.row[4]) & kAll) == kAll;
+}
 
 // Number of possible paths of a run, and the position of path (L2, L3) among them.
 constexpr int conv_path_index(int L1, int L3MAX, int L2e, int L3e) {
