@@ -269,10 +269,11 @@ def test_vmap_of_jvp(rng):
 @pytest.mark.parametrize("filt", FILTERS)
 @pytest.mark.parametrize("irreps", ["33x0e+33x1o+32x2e+32x3o", IRREPS])
 def test_gpu_matches_cpu(rng, dtype, filt, irreps):
-    """The CUDA kernels against the CPU handlers (which the CPU tests hold to e3nn-jax): output
-    and the three gradients, with padding and two hub nodes whose segments pass 128 edges (the
-    segment sum's chunk). The irreps give channel blocks with idle lanes and x widths that are
-    and are not a multiple of the 16-byte column group."""
+    """The CUDA kernels against the CPU handlers (which the CPU tests hold to e3nn-jax): output,
+    the three gradients, the forces alone and the force-training gradient, with padding and two
+    hub nodes whose segments pass 128 edges (the segment sum's chunk). The irreps give channel
+    blocks with idle lanes and x widths that are and are not a multiple of the 16-byte column
+    group; the full filter gives runs with every path (the compile-time path-set variants)."""
     n, e = 60, 1500
     x, vec, w, snd, rcv, _ = problem(rng, n=n, e=e, dtype=dtype, filt=filt, irreps=irreps, pad=True)
     rcv = rcv.at[3:303].set(0)
@@ -281,7 +282,13 @@ def test_gpu_matches_cpu(rng, dtype, filt, irreps):
 
     def out_and_grads(x, vec, w, snd, rcv, c):
         f = lambda x, v, w: bj_mp(x, v, w, snd, rcv, n, filt, irreps=irreps)  # noqa: E731
-        return f(x, vec, w), jax.grad(lambda *a: jnp.sum(f(*a) * c), (0, 1, 2))(x, vec, w)
+        phi = lambda x, v, w: jnp.sum(f(x, v, w) * c)  # noqa: E731
+        # forces alone (the backward that wants dPhi/dY only) and the force-training gradient
+        # (that one again, then a tangent-mode backward that wants w_bar only): each call
+        # takes its own kernel variant
+        forces = lambda w: jax.grad(phi, 1)(x, vec, w)  # noqa: E731
+        train = jax.grad(lambda w: jnp.sum(forces(w) ** 2))(w)
+        return f(x, vec, w), jax.grad(phi, (0, 1, 2))(x, vec, w), forces(w), train
 
     f = jax.jit(out_and_grads)
     args = (x, vec, w, snd, rcv, c)
