@@ -6,7 +6,8 @@
 #                                benchmarks/ab_prepare.sh BRANCH (-> .ab/BRANCH)
 #   AB_TEST_K  pytest -k expression, run from the tree's tests/ ("" skips; default gpu_fc)
 #   AB_NO_TEST tree names whose tests are skipped (e.g. "main", already tested on main)
-#   AB_BENCH   script + args ("" skips; default "benchmark_tensor_product.py --fc-only --libs bj")
+#   AB_BENCH   script + args ("" skips; default "benchmark_tensor_product.py --fc-only --libs bj");
+#              several runs separated by ';' (e.g. the same script in fp32 and with --f64)
 #   AB_BENCH_FROM  "root" (default): AB_BENCH and AB_NCU come from this checkout's benchmarks/,
 #              the same script for every tree; "tree": from each tree's own benchmarks/
 #   AB_NCU     profile script for ncu per-kernel times ("" skips; default profile_fc.py)
@@ -15,6 +16,7 @@
 #              stall reasons land in logs.tgz; the summary still prints the times only)
 #   AB_SAN     sanitize_kernels.py arguments under compute-sanitizer memcheck ("" skips; default fc);
 #              run without XLA autotuning and with half the memory: with both, memcheck segfaulted
+#   AB_NO_SAN  tree names that skip memcheck (trees whose kernels another tree already covers)
 # Summaries go to stdout; full logs to $OUT/logs.tgz (one file: the device tool returns few).
 set -uo pipefail
 OUT=${OUT:-gpu_out}; LOGS=/tmp/ab_logs; mkdir -p "$OUT" "$LOGS"
@@ -40,8 +42,11 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
   fi
   bdir=$root/benchmarks; [ "${AB_BENCH_FROM:-root}" = tree ] && bdir=$tree/benchmarks
   if [ -n "${AB_BENCH-x}" ]; then
-    (cd $bdir && timeout 200 python3 ${AB_BENCH-benchmark_tensor_product.py --fc-only --libs bj}) > $LOGS/bench_$name.log 2>&1
-    grep -vE "^CHECK.*OK|Warning" $LOGS/bench_$name.log | tail -25
+    IFS=';' read -ra runs <<< "${AB_BENCH-benchmark_tensor_product.py --fc-only --libs bj}"
+    for i in "${!runs[@]}"; do
+      (cd $bdir && timeout 200 python3 ${runs[$i]}) > $LOGS/bench_${name}_$i.log 2>&1
+      grep -vE "^CHECK.*OK|Warning" $LOGS/bench_${name}_$i.log | tail -25
+    done
   fi
   if [ -n "${AB_NCU-x}" ]; then
     timeout 120 ncu --kernel-name ${AB_NCU_KERNELS:-regex:fc_} --metrics gpu__time_duration.sum ${AB_NCU_EXTRA:-} \
@@ -50,7 +55,7 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
     pkill -9 -f "$bdir/${AB_NCU-profile_fc.py}"
     python3 $root/benchmarks/ncu_kernel_times.py $LOGS/ncu_$name.log
   fi
-  if [ -n "${AB_SAN-fc}" ]; then
+  if [ -n "${AB_SAN-fc}" ] && [[ " ${AB_NO_SAN:-} " != *" $name "* ]]; then
     (cd $tree && XLA_FLAGS=--xla_gpu_autotune_level=0 XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 timeout 150 compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} \
        > $LOGS/san_$name.log 2>&1; echo "memcheck rc=$?"; tail -1 $LOGS/san_$name.log)
   fi
