@@ -214,10 +214,15 @@ __global__ void __launch_bounds__(32 * kWarps) conv_fwd_kernel(ConvArgs<T> a, in
 
 // ---------------------------------------------------------------- backward, receiver-owned
 // For every edge into r: w_bar, the edge's x_bar contribution (x_part) and block b's part of
-// dPhi/dY (y_part[e, b, 16]); each only when asked for (null otherwise). kWOnly: w_bar is the
-// only result (the force-training tangent call), fixed at compile time so that the x_bar and
-// dPhi/dY code and its registers (weights, x_bar and y_part accumulators) are not there.
-template <class T, bool kWOnly> struct BwdRcvRun {
+// dPhi/dY (y_part[e, b, 16]); each only when asked for (null otherwise). kWant fixes at compile
+// time which of them the call wants (kWantW | kWantX | kWantY), or is kWantAny to read that
+// from the null pointers at run time. The calls that run every step want a fixed set: all three
+// (the first-order backward), dPhi/dY alone (forces, and the first half of force training) and
+// w_bar alone (its tangent-mode second half). A fixed set drops the other results' code and
+// registers (weights, x_bar and y_part accumulators).
+constexpr int kWantW = 1, kWantX = 2, kWantY = 4, kWantAny = 0;
+
+template <class T, int kWant> struct BwdRcvRun {
   const ConvArgs<T>& a;
   ConvRun rn;
   const T* scale;
@@ -226,26 +231,27 @@ template <class T, bool kWOnly> struct BwdRcvRun {
   T* y_part;
   EdgeTile<T>& tile;
 
-  // kStatic: every possible path of the run is present and all three results are asked for
-  // (the first-order backward of a full filter, what MD runs every step), known at compile
-  // time. The edge body is then one basic block: no per-path branch, and the compiler can
-  // interleave the FMA chains of different paths (sampled stalls: a quarter of them were fixed-
-  // latency dependencies, with 3 warps per scheduler to hide them).
+  // kStatic: every possible path of the run is present and the wanted set is fixed, so the
+  // edge body is one basic block: no per-path branch, and the compiler can interleave the FMA
+  // chains of different paths (sampled stalls: a quarter of them were fixed-latency
+  // dependencies, with 3 warps per scheduler to hide them). fp32 only: fp64 spills without it.
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
-    if constexpr (!kWOnly && L3MAX == kConvL3Small && sizeof(T) == 4) {  // fp64: not measured
-      if (conv_run_has_all_paths<L1, L3MAX>(rn) && a.w_bar && a.x_part && y_part) return body<L1, L3MAX, true>();
+    if constexpr (kWant != kWantAny && L3MAX == kConvL3Small && sizeof(T) == 4) {
+      if (conv_run_has_all_paths<L1, L3MAX>(rn)) return body<L1, L3MAX, true>();
     }
     body<L1, L3MAX, false>();
   }
 
   template <int L1, int L3MAX, bool kStatic> __device__ __forceinline__ void body() const {
     constexpr int D1 = 2 * L1 + 1;
+    constexpr bool kFixed = kWant != kWantAny;
     using Slots = RunSlots<T, L1, L3MAX>;
     const int lane = threadIdx.x & 31;
     const bool active = u < rn.mul();
     const Slots rs(rn, scale, active ? u : 0);
-    const bool want_w = kStatic || a.w_bar, want_x = kStatic || (!kWOnly && a.x_part),
-               want_y = kStatic || (!kWOnly && y_part);
+    const bool want_w = kFixed ? (kWant & kWantW) != 0 : a.w_bar != nullptr;
+    const bool want_x = kFixed ? (kWant & kWantX) != 0 : a.x_part != nullptr;
+    const bool want_y = kFixed ? (kWant & kWantY) != 0 : y_part != nullptr;
     const bool read_x = want_w || want_y, read_w = want_x || want_y;
     T c[conv_acc_size(L1, L3MAX)];
     load_paths_o(rs, a.ct + r * a.o_w, c);
@@ -285,8 +291,8 @@ template <class T, bool kWOnly> struct BwdRcvRun {
                 xb[i] += sw * g[i];
                 dot += xl[i] * g[i];
               }
-              if (kStatic || wbrow) wbrow[rs.w_at[P]] = rs.sc[P] * dot;
-            } else if (wbrow) {
+              if (want_w) wbrow[rs.w_at[P]] = rs.sc[P] * dot;
+            } else if (want_w) {
               wbrow[rs.w_at[P]] = Term::w(rs.sc[P], xl, Y + L2 * L2, c + OFF);
             }
             if (want_y) Term::y(rs.sc[P] * wv[P], xl, c + OFF, yb + L2 * L2);
@@ -308,7 +314,7 @@ template <class T, bool kWOnly> struct BwdRcvRun {
 // fp32: at most 168 registers, 3 blocks (12 warps) per SM; unbounded the compiler takes 205
 // for the all-results variant and 2 blocks fit (the w_bar-only variant needs 150). fp64: the
 // all-results variant spills under any bound; the w_bar-only one fits in 230 registers.
-template <class T, int L3MAX, bool kWOnly>
+template <class T, int L3MAX, int kWant>
 __global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 ? 3 : 1)
     conv_bwd_rcv_kernel(ConvArgs<T> a, int blocks, T* y_part) {
   __shared__ EdgeTile<T> tiles[kWarps];
@@ -318,7 +324,7 @@ __global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 ? 3 : 1)
   int k, cb;
   if (!find_block(a, b, &k, &cb)) return;
   const ConvRun rn{a.runs + int64_t(kRunCols) * k};
-  BwdRcvRun<T, kWOnly> f{a, rn, a.scale + int64_t(kConvSlots) * k, item % a.no,
+  BwdRcvRun<T, kWant> f{a, rn, a.scale + int64_t(kConvSlots) * k, item % a.no,
                  cb * 32 + int(threadIdx.x & 31), b, blocks, y_part, tiles[threadIdx.x / 32]};
   dispatch_l1<L3MAX>(rn.l1(), f);
 }
@@ -416,10 +422,15 @@ ffi::Error ConvBwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
     a.x_part = result_or_null<T>(*x_part);
     T* part = a.v_bar ? y_part->typed_data<T>() : nullptr;
     const unsigned grid = grid_for(no * blocks, kWarps);
-    const bool w_only = !a.x_part && !part;  // then w_bar is asked for (else no result)
-    if (small && w_only) conv_bwd_rcv_kernel<T, kConvL3Small, true><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
-    else if (small) conv_bwd_rcv_kernel<T, kConvL3Small, false><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
-    else conv_bwd_rcv_kernel<T, 6, false><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part);
+    // the wanted set, fixed at compile time where the paths' l_out <= 3 (the sets calls use)
+    const int want = (a.w_bar ? kWantW : 0) | (a.x_part ? kWantX : 0) | (part ? kWantY : 0);
+    const dim3 block(32 * kWarps);
+    if (small && want == kWantW) conv_bwd_rcv_kernel<T, kConvL3Small, kWantW><<<grid, block, 0, stream>>>(a, int(blocks), part);
+    else if (small && want == kWantY) conv_bwd_rcv_kernel<T, kConvL3Small, kWantY><<<grid, block, 0, stream>>>(a, int(blocks), part);
+    else if (small && want == (kWantW | kWantX | kWantY))
+      conv_bwd_rcv_kernel<T, kConvL3Small, kWantW | kWantX | kWantY><<<grid, block, 0, stream>>>(a, int(blocks), part);
+    else if (small) conv_bwd_rcv_kernel<T, kConvL3Small, kWantAny><<<grid, block, 0, stream>>>(a, int(blocks), part);
+    else conv_bwd_rcv_kernel<T, 6, kWantAny><<<grid, block, 0, stream>>>(a, int(blocks), part);
     if (a.v_bar || a.w_bar)
       conv_bwd_edge_kernel<T><<<grid_for(ne, kWarps), 32 * kWarps, 0, stream>>>(a, int(blocks), part);
     if (a.x_bar)  // x_bar[s] = sum of the parts of s's existing edges, in sender order
