@@ -141,7 +141,7 @@ template <class T, bool PF> struct FwdRun {
 
   // kStatic: every possible path of the run is present, known at compile time (see BwdRcvRun).
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
-    if constexpr (L3MAX == kConvL3Small && sizeof(T) == 4) {  // fp64 spilled with it (not measured)
+    if constexpr (L3MAX == kConvL3Small) {
       if (conv_run_has_all_paths<L1, L3MAX>(rn)) return body<L1, L3MAX, true>();
     }
     body<L1, L3MAX, false>();
@@ -236,7 +236,7 @@ template <class T, int kWant> struct BwdRcvRun {
   // chains of different paths (sampled stalls: a quarter of them were fixed-latency
   // dependencies, with 3 warps per scheduler to hide them). fp32 only: fp64 spills without it.
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
-    if constexpr (kWant != kWantAny && L3MAX == kConvL3Small && sizeof(T) == 4) {
+    if constexpr (kWant != kWantAny && L3MAX == kConvL3Small) {
       if (conv_run_has_all_paths<L1, L3MAX>(rn)) return body<L1, L3MAX, true>();
     }
     body<L1, L3MAX, false>();
