@@ -234,7 +234,8 @@ template <class T, int kWant> struct BwdRcvRun {
   // kStatic: every possible path of the run is present and the wanted set is fixed, so the
   // edge body is one basic block: no per-path branch, and the compiler can interleave the FMA
   // chains of different paths (sampled stalls: a quarter of them were fixed-latency
-  // dependencies, with 3 warps per scheduler to hide them). fp32 only: fp64 spills without it.
+  // dependencies, with 3 warps per scheduler to hide them). fp64 too: its all-three variant
+  // spills more with it (192 B, was 68), yet W2 fp64 fwd+bwd went 5.20 -> 4.63 ms.
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
     if constexpr (kWant != kWantAny && L3MAX == kConvL3Small) {
       if (conv_run_has_all_paths<L1, L3MAX>(rn)) return body<L1, L3MAX, true>();
@@ -312,8 +313,9 @@ template <class T, int kWant> struct BwdRcvRun {
 };
 
 // fp32: at most 168 registers, 3 blocks (12 warps) per SM; unbounded the compiler takes 205
-// for the all-results variant and 2 blocks fit (the w_bar-only variant needs 150). fp64: the
-// all-results variant spills under any bound; the w_bar-only one fits in 230 registers.
+// for the all-results variant and 2 blocks fit. With the path set fixed (sm_90): all three
+// results 168 + 16 B spill, dPhi/dY only 165, w_bar only 161. fp64: all three spill under any
+// bound (192 B fixed set); dPhi/dY only and w_bar only fit in 254 registers.
 template <class T, int L3MAX, int kWant>
 __global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 ? 3 : 1)
     conv_bwd_rcv_kernel(ConvArgs<T> a, int blocks, T* y_part) {
