@@ -15,7 +15,8 @@
 #   AB_NCU_EXTRA    more ncu arguments, e.g. "--section WarpStateStats --section Occupancy" (the
 #              stall reasons land in logs.tgz; the summary still prints the times only)
 #   AB_SAN     sanitize_kernels.py arguments under compute-sanitizer memcheck ("" skips; default fc);
-#              run without XLA autotuning and with half the memory: with both, memcheck segfaulted
+#              run without XLA autotuning and without preallocation (memcheck segfaulted with
+#              autotuning and 90% preallocated, and again on 2026-11-28 with half preallocated)
 #   AB_NO_SAN  tree names that skip memcheck (trees whose kernels another tree already covers)
 # Summaries go to stdout; full logs to $OUT/logs.tgz (one file: the device tool returns few).
 set -uo pipefail
@@ -56,7 +57,7 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
     python3 $root/benchmarks/ncu_kernel_times.py $LOGS/ncu_$name.log
   fi
   if [ -n "${AB_SAN-fc}" ] && [[ " ${AB_NO_SAN:-} " != *" $name "* ]]; then
-    (cd $tree && XLA_FLAGS=--xla_gpu_autotune_level=0 XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 timeout 150 compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} \
+    (cd $tree && XLA_FLAGS=--xla_gpu_autotune_level=0 XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} \
        > $LOGS/san_$name.log 2>&1; echo "memcheck rc=$?"; tail -1 $LOGS/san_$name.log)
   fi
 done

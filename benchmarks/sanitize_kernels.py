@@ -7,7 +7,8 @@
 itself segfaulted after XLA warned of a very slow compile; with both settings changed the whole
 run took ~20 s and passed. Which of the two matters was not isolated.)
 
-With the argument `fc`, only the fully connected product's kernels run (a quicker check).
+With the argument `fc`, only the fully connected product's kernels run (a quicker check); with
+`conv`, only the others; `f32` or `f64` keeps one dtype.
 """
 import sys
 
@@ -60,9 +61,14 @@ def fc_kernels(dtype):
     jax.block_until_ready(jax.jit(jax.grad(fc, (0, 1, 2)))(x, yy, W))
 
 
-FC_ONLY = sys.argv[1:] == ["fc"]
-for dtype in (jnp.float32, jnp.float64):
-    if not FC_ONLY:
+# arguments narrow the run: "fc" or "conv" (the conv, harmonics and simple-product kernels),
+# "f32" or "f64"
+ARGS = set(sys.argv[1:])
+for name, dtype in (("f32", jnp.float32), ("f64", jnp.float64)):
+    if ARGS & {"f32", "f64"} and name not in ARGS:
+        continue
+    if "fc" not in ARGS:
         conv_sh_and_simple_kernels(dtype)
-    fc_kernels(dtype)
+    if "conv" not in ARGS:
+        fc_kernels(dtype)
 print("sanitize run done")
