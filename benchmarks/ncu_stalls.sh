@@ -4,14 +4,20 @@
 # machine (device tool, repo root, carry [".whl"]). Builds this tree once into /tmp/ab/stalls.
 # Writes to $OUT: the section reports (*.txt), all metrics (*_raw.csv), per-CUDA-line tables (*_source.csv) and the
 # reports themselves (*.ncu-rep, for the Nsight Compute GUI).
-#   STALL_FC_KERNELS  ncu regex on demangled names (default fc_(fwd|xy|w)_kernel<float)
+#   STALL_FC_KERNELS  ncu regex on demangled names (default fc_(fwd|xy|w)_kernel<float; "" skips)
+#   STALL_PREFIX      an installed tree to profile (e.g. /tmp/ab/main from ab_run.sh in the same
+#                     call) instead of building this one
 #   STALL_CONV_ARGS   profile_conv.py arguments ("" skips; default --graph real --mode bwd)
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 source benchmarks/device_env.sh
-rm -rf /tmp/ab/stalls
-python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/ab/stalls . > "$OUT/build.log" 2>&1 || { tail "$OUT/build.log"; exit 1; }
-export PYTHONPATH=/tmp/ab/stalls:/tmp/site
+if [ -n "${STALL_PREFIX:-}" ]; then  # a tree ab_run.sh built in the same call
+  export PYTHONPATH=$STALL_PREFIX:/tmp/site
+else
+  rm -rf /tmp/ab/stalls
+  python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/ab/stalls . > "$OUT/build.log" 2>&1 || { tail "$OUT/build.log"; exit 1; }
+  export PYTHONPATH=/tmp/ab/stalls:/tmp/site
+fi
 # ncu saves and restores the device memory around every replay pass: with XLA's default
 # preallocation (90% of the card) each of the ~23 passes per kernel copied ~125 GB, and the
 # first run of this script (550 s) lost most of its kernels to the timeout
@@ -28,6 +34,6 @@ profile() {  # name, kernel regex, script and arguments
   ncu -i "$OUT/$name.ncu-rep" --page source --csv --print-source cuda > "$OUT/${name}_source.csv" 2>&1
   grep -E "^  [a-z_ ]*void|Duration|Warp Cycles Per Issued|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Issued Warp|Memory Throughput|Compute \(SM\)" "$OUT/$name.txt"
 }
-profile fc "${STALL_FC_KERNELS:-fc_(fwd|xy|w)_kernel<float}" benchmarks/profile_fc.py
+[ -n "${STALL_FC_KERNELS-x}" ] && profile fc "${STALL_FC_KERNELS:-fc_(fwd|xy|w)_kernel<float}" benchmarks/profile_fc.py
 [ -n "${STALL_CONV_ARGS-x}" ] && profile conv "conv_" benchmarks/profile_conv.py ${STALL_CONV_ARGS---graph real --mode bwd}
 ls -la "$OUT"
