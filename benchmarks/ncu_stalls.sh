@@ -35,5 +35,5 @@ profile() {  # name, kernel regex, script and arguments
   grep -E "^  [a-z_ ]*void|Duration|Warp Cycles Per Issued|Achieved Occupancy|Registers Per|Eligible Warps|No Eligible|Issued Warp|Memory Throughput|Compute \(SM\)" "$OUT/$name.txt"
 }
 [ -n "${STALL_FC_KERNELS-x}" ] && profile fc "${STALL_FC_KERNELS:-fc_(fwd|xy|w)_kernel<float}" benchmarks/profile_fc.py
-[ -n "${STALL_CONV_ARGS-x}" ] && profile conv "conv_" benchmarks/profile_conv.py ${STALL_CONV_ARGS---graph real --mode bwd}
+[ -n "${STALL_CONV_ARGS-x}" ] && profile conv "conv_|segment_sum" benchmarks/profile_conv.py ${STALL_CONV_ARGS---graph real --mode bwd}
 ls -la "$OUT"
