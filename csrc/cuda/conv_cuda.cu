@@ -109,15 +109,18 @@ __device__ int load_tile(const ConvArgs<T>& a, EdgeTile<T>& tile, int64_t t0, in
   (void)P;                                                                  \
   (void)OFF
 
-// Loads, for every possible path of the run (absent ones read offset 0, in bounds), the
-// cotangent values row[o_at + k] into the accumulator layout. Unconditional, so the loads of all
-// paths are in flight together.
+// Loads, for every possible path of the run (absent ones read offset 0, in bounds), channel u's
+// cotangent values times the path's scale, scale[S] row[o_at + k], into the accumulator layout:
+// the backward's every result is linear in them, so the scale is paid here once per worker
+// rather than per edge. Unconditional, so the loads of all paths are in flight together.
 template <class T, int L1, int L3MAX>
-__device__ __forceinline__ void load_paths_o(const RunSlots<T, L1, L3MAX>& rs, const T* row, T* c) {
+__device__ __forceinline__ void load_paths_o(const ConvRun& rn, const T* scale, int u, const T* row, T* c) {
   for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
     BJ_CONV_PATH_CONSTANTS(l2, l3);
+    const T s = scale[S];
+    const int o_at = conv_o_at(rn, S, u);
 #pragma unroll
-    for (int k = 0; k < 2 * L3 + 1; ++k) c[OFF + k] = row[rs.o_at[P] + k];
+    for (int k = 0; k < 2 * L3 + 1; ++k) c[OFF + k] = s * row[o_at + k];
   });
 }
 
@@ -154,7 +157,7 @@ template <class T, bool PF> struct FwdRun {
 #pragma unroll
     for (int i = 0; i < conv_acc_size(L1, L3MAX); ++i) acc[i] = T(0);
     const bool active = u < rn.mul();
-    const Slots rs(rn, scale, active ? u : 0);
+    const Slots rs(rn, active ? u : 0);
     const int64_t x_at = rn.x_off() + int64_t(u) * rn.x_su();
     auto load = [&](int t, T* xl, T* wv) {
       const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + x_at;
@@ -183,7 +186,7 @@ template <class T, bool PF> struct FwdRun {
         const T* Y = tile.y[t];
         for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
           BJ_CONV_PATH_CONSTANTS(l2, l3);
-          if (kStatic || rs.has(S)) UvuTerm<L1, L2, L3, T>::out(rs.sc[P] * wv[P], xl, Y + L2 * L2, acc + OFF);
+          if (kStatic || rs.has(S)) UvuTerm<L1, L2, L3, T>::out(wv[P], xl, Y + L2 * L2, acc + OFF);
         });
       }
     }
@@ -192,8 +195,10 @@ template <class T, bool PF> struct FwdRun {
     for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
       BJ_CONV_PATH_CONSTANTS(l2, l3);
       if (!kStatic && !rs.has(S)) return;
+      const T s = scale[S];  // the path's scale, out of the edge sum
+      const int o_at = conv_o_at(rn, S, u);
 #pragma unroll
-      for (int k = 0; k < 2 * L3 + 1; ++k) orow[rs.o_at[P] + k] = acc[OFF + k];
+      for (int k = 0; k < 2 * L3 + 1; ++k) orow[o_at + k] = s * acc[OFF + k];
     });
   }
 };
@@ -249,13 +254,13 @@ template <class T, int kWant> struct BwdRcvRun {
     using Slots = RunSlots<T, L1, L3MAX>;
     const int lane = threadIdx.x & 31;
     const bool active = u < rn.mul();
-    const Slots rs(rn, scale, active ? u : 0);
+    const Slots rs(rn, active ? u : 0);
     const bool want_w = kFixed ? (kWant & kWantW) != 0 : a.w_bar != nullptr;
     const bool want_x = kFixed ? (kWant & kWantX) != 0 : a.x_part != nullptr;
     const bool want_y = kFixed ? (kWant & kWantY) != 0 : y_part != nullptr;
     const bool read_x = want_w || want_y, read_w = want_x || want_y;
     T c[conv_acc_size(L1, L3MAX)];
-    load_paths_o(rs, a.ct + r * a.o_w, c);
+    load_paths_o<T, L1, L3MAX>(rn, scale, active ? u : 0, a.ct + r * a.o_w, c);  // scaled
     const int64_t x_at = rn.x_off() + int64_t(u) * rn.x_su();
     int64_t beg, end;
     segment(a, r, &beg, &end);
@@ -285,18 +290,17 @@ template <class T, int kWant> struct BwdRcvRun {
 #pragma unroll
               for (int i = 0; i < D1; ++i) g[i] = T(0);
               Term::x(T(1), Y + L2 * L2, c + OFF, g);
-              const T sw = rs.sc[P] * wv[P];
               T dot = T(0);
 #pragma unroll
               for (int i = 0; i < D1; ++i) {
-                xb[i] += sw * g[i];
+                xb[i] += wv[P] * g[i];
                 dot += xl[i] * g[i];
               }
-              if (want_w) wbrow[rs.w_at[P]] = rs.sc[P] * dot;
+              if (want_w) wbrow[rs.w_at[P]] = dot;
             } else if (want_w) {
-              wbrow[rs.w_at[P]] = Term::w(rs.sc[P], xl, Y + L2 * L2, c + OFF);
+              wbrow[rs.w_at[P]] = Term::w(T(1), xl, Y + L2 * L2, c + OFF);
             }
-            if (want_y) Term::y(rs.sc[P] * wv[P], xl, c + OFF, yb + L2 * L2);
+            if (want_y) Term::y(wv[P], xl, c + OFF, yb + L2 * L2);
           });
           if (want_x) {
             T* dst = a.x_part + e * a.x_w + x_at;

@@ -99,26 +99,31 @@ constexpr int conv_path_index(int L1, int L3MAX, int L2e, int L3e) {
 }
 constexpr int conv_path_count(int L1, int L3MAX) { return conv_path_index(L1, L3MAX, 4, 0); }
 
-// A run's per-path offsets for channel u and scales, read from the table once per worker and
-// kept in registers (offsets within a row).
+// A run's per-path weight offsets for channel u, read from the table once per worker and kept
+// in registers (offsets within a row). The paths' output offsets and scales are not kept: each
+// is needed once per worker (conv_o_at, scale[slot]), and registers held across the edge loop
+// are what bounds the kernels' occupancy.
 template <class T, int L1, int L3MAX> struct RunSlots {
   static constexpr int NP = conv_path_count(L1, L3MAX);
-  int w_at[NP], o_at[NP];
-  T sc[NP];
+  int w_at[NP];
   unsigned mask;
 
-  BJ_HD RunSlots(const ConvRun& rn, const T* scale, int u) : mask(unsigned(rn.row[4])) {
+  BJ_HD RunSlots(const ConvRun& rn, int u) : mask(unsigned(rn.row[4])) {
     for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
       constexpr int S = decltype(l2)::value * kConvL3 + decltype(l3)::value;
       constexpr int P = conv_path_index(L1, L3MAX, decltype(l2)::value, decltype(l3)::value);
       const ConvSlot sl = rn.slot(S);
       w_at[P] = sl.w_off + u * sl.w_su;
-      o_at[P] = sl.o_off + u * sl.o_su;
-      sc[P] = scale[S];
     });
   }
   BJ_HD bool has(int slot) const { return (mask >> slot) & 1u; }
 };
+
+// Offset within an output row of channel u of the path in `slot`.
+BJ_HD int conv_o_at(const ConvRun& rn, int slot, int u) {
+  const ConvSlot sl = rn.slot(slot);
+  return sl.o_off + u * sl.o_su;
+}
 
 // Rows of edge e, or false if it does not exist (either index outside [0, nodes)).
 BJ_HD bool conv_edge(const int32_t* snd, const int32_t* rcv, int64_t e, int64_t nx,
