@@ -320,8 +320,14 @@ template <class T, int kWant> struct BwdRcvRun {
 // for the all-results variant and 2 blocks fit. With the path set fixed (sm_90): all three
 // results 168 + 16 B spill, dPhi/dY only 165, w_bar only 161. fp64: all three spill under any
 // bound (192 B fixed set); dPhi/dY only and w_bar only fit in 254 registers.
+// The w_bar-only and dPhi/dY-only variants fit 128 registers in fp32 (none and 16 B spilled),
+// so 4 blocks (16 warps) per SM.
+template <class T, int kWant> constexpr int rcv_min_blocks() {
+  return sizeof(T) != 4 ? 1 : (kWant == kWantW || kWant == kWantY) ? 4 : 3;
+}
+
 template <class T, int L3MAX, int kWant>
-__global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 ? 3 : 1)
+__global__ void __launch_bounds__(32 * kWarps, rcv_min_blocks<T, kWant>())
     conv_bwd_rcv_kernel(ConvArgs<T> a, int blocks, T* y_part) {
   __shared__ EdgeTile<T> tiles[kWarps];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
