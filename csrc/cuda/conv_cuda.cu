@@ -204,7 +204,7 @@ template <class T, bool PF> struct FwdRun {
 };
 
 template <class T, int L3MAX, bool PF>
-__global__ void __launch_bounds__(32 * kWarps) conv_fwd_kernel(ConvArgs<T> a, int blocks) {
+__global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 ? 4 : 1) conv_fwd_kernel(ConvArgs<T> a, int blocks) {
   __shared__ EdgeTile<T> tiles[kWarps];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (item >= a.no * blocks) return;
@@ -390,7 +390,7 @@ ffi::Error ConvFwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
     const unsigned grid = grid_for(no * blocks, kWarps);
     // the pipelined edge loop where its registers fit (fp32, l_out <= 3: 168 registers, no
     // spills; measured 1.29 -> 1.08 ms on W2); fp64 and l_out up to 6 already spill without it
-    constexpr bool kPipelined = sizeof(T) == 4;
+    constexpr bool kPipelined = false;  // A/B: 4 blocks per SM (128 registers, 48 B spill) instead
     if (l3max <= kConvL3Small)
       conv_fwd_kernel<T, kConvL3Small, kPipelined><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
     else
