@@ -132,9 +132,10 @@ __device__ __forceinline__ void load_paths_w(const RunSlots<T, L1, L3MAX>& rs, c
 }
 
 // ---------------------------------------------------------------- forward
-// PF: software-pipelined edge loop (edge t+1's x and weights are loaded while edge t's products
-// are summed), at the price of D1 + NP registers.
-template <class T, bool PF> struct FwdRun {
+// A software-pipelined edge loop (edge t+1's x and weights loaded while edge t is summed) won
+// at 3 blocks per SM (1.29 -> 1.08 ms on W2); without it the kernel fits 4 blocks (128
+// registers, 48 B spill), which won again (W2 0.948 -> 0.891 ms), so it is gone.
+template <class T> struct FwdRun {
   const ConvArgs<T>& a;
   ConvRun rn;
   const T* scale;
@@ -159,30 +160,17 @@ template <class T, bool PF> struct FwdRun {
     const bool active = u < rn.mul();
     const Slots rs(rn, active ? u : 0);
     const int64_t x_at = rn.x_off() + int64_t(u) * rn.x_su();
-    auto load = [&](int t, T* xl, T* wv) {
-      const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + x_at;
-#pragma unroll
-      for (int i = 0; i < D1; ++i) xl[i] = xp[i];
-      load_paths_w(rs, a.w + int64_t(tile.e[t]) * a.w_w, wv);
-    };
     int64_t beg, end;
     segment(a, r, &beg, &end);
     for (int64_t t0 = beg; t0 < end; t0 += 32) {
       const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.rcv, r, a.snd, a.nx);
       if (!active) continue;
-      T xn[D1], wn[Slots::NP];
-      if (PF && n > 0) load(0, xn, wn);
       for (int t = 0; t < n; ++t) {
         T xl[D1], wv[Slots::NP];
-        if constexpr (PF) {
+        const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + x_at;
 #pragma unroll
-          for (int i = 0; i < D1; ++i) xl[i] = xn[i];
-#pragma unroll
-          for (int p = 0; p < Slots::NP; ++p) wv[p] = wn[p];
-          if (t + 1 < n) load(t + 1, xn, wn);
-        } else {
-          load(t, xl, wv);
-        }
+        for (int i = 0; i < D1; ++i) xl[i] = xp[i];
+        load_paths_w(rs, a.w + int64_t(tile.e[t]) * a.w_w, wv);
         const T* Y = tile.y[t];
         for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
           BJ_CONV_PATH_CONSTANTS(l2, l3);
@@ -203,8 +191,11 @@ template <class T, bool PF> struct FwdRun {
   }
 };
 
-template <class T, int L3MAX, bool PF>
-__global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 ? 4 : 1) conv_fwd_kernel(ConvArgs<T> a, int blocks) {
+// fp32 with l_out <= 3 at 4 blocks (16 warps) per SM: 128 registers, 48 B spill (W2: 0.948 ms
+// at 3 blocks with 166 registers, 0.891 at 4). l_out up to 6 would spill 548 B there: unbounded
+// it takes 214 registers and does not spill.
+template <class T, int L3MAX>
+__global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 && L3MAX == kConvL3Small ? 4 : 1) conv_fwd_kernel(ConvArgs<T> a, int blocks) {
   __shared__ EdgeTile<T> tiles[kWarps];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (item >= a.no * blocks) return;
@@ -212,8 +203,8 @@ __global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 ? 4 : 1) conv_fwd_
   int k, cb;
   if (!find_block(a, int(item / a.no), &k, &cb)) return;
   const ConvRun rn{a.runs + int64_t(kRunCols) * k};
-  FwdRun<T, PF> f{a, rn, a.scale + int64_t(kConvSlots) * k, r, cb * 32 + int(threadIdx.x & 31),
-              tiles[threadIdx.x / 32]};
+  FwdRun<T> f{a, rn, a.scale + int64_t(kConvSlots) * k, r, cb * 32 + int(threadIdx.x & 31),
+             tiles[threadIdx.x / 32]};
   dispatch_l1<L3MAX>(rn.l1(), f);
 }
 
@@ -316,12 +307,10 @@ template <class T, int kWant> struct BwdRcvRun {
   }
 };
 
-// fp32: at most 168 registers, 3 blocks (12 warps) per SM; unbounded the compiler takes 205
-// for the all-results variant and 2 blocks fit. With the path set fixed (sm_90): all three
-// results 168 + 16 B spill, dPhi/dY only 165, w_bar only 161. fp64: all three spill under any
-// bound (192 B fixed set); dPhi/dY only and w_bar only fit in 254 registers.
-// The w_bar-only and dPhi/dY-only variants fit 128 registers in fp32 (none and 16 B spilled),
-// so 4 blocks (16 warps) per SM.
+// fp32: the all-results variant at most 168 registers, 3 blocks (12 warps) per SM (unbounded
+// the compiler takes 205 and 2 blocks fit); with the path set fixed, no spill. fp64: 255
+// registers, 4 B spill (all three), 244 (one result). The w_bar-only and dPhi/dY-only variants
+// fit 128 registers in fp32 (none and 16 B spilled), so 4 blocks (16 warps) per SM.
 template <class T, int kWant> constexpr int rcv_min_blocks() {
   return sizeof(T) != 4 ? 1 : (kWant == kWantW || kWant == kWantY) ? 4 : 3;
 }
@@ -388,13 +377,10 @@ ffi::Error ConvFwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
     ConvArgs<T> a = shape.args<T>(x, v, t, w, runs, scale, snd, rcv, perm, seg);
     a.out = out->typed_data<T>();
     const unsigned grid = grid_for(no * blocks, kWarps);
-    // the pipelined edge loop where its registers fit (fp32, l_out <= 3: 168 registers, no
-    // spills; measured 1.29 -> 1.08 ms on W2); fp64 and l_out up to 6 already spill without it
-    constexpr bool kPipelined = false;  // A/B: 4 blocks per SM (128 registers, 48 B spill) instead
     if (l3max <= kConvL3Small)
-      conv_fwd_kernel<T, kConvL3Small, kPipelined><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
+      conv_fwd_kernel<T, kConvL3Small><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
     else
-      conv_fwd_kernel<T, 6, false><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
+      conv_fwd_kernel<T, 6><<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks));
     return cuda_status("message_passing");
   });
 }
