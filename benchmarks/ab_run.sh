@@ -57,8 +57,14 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
     python3 $root/benchmarks/ncu_kernel_times.py $LOGS/ncu_$name.log
   fi
   if [ -n "${AB_SAN-fc}" ] && [[ " ${AB_NO_SAN:-} " != *" $name "* ]]; then
-    (cd $tree && XLA_FLAGS=--xla_gpu_autotune_level=0 XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} \
-       > $LOGS/san_$name.log 2>&1; echo "memcheck rc=$?"; tail -1 $LOGS/san_$name.log)
+    # compute-sanitizer itself segfaults now and then (rc 139 with nothing but its banner in the
+    # log, seconds into the run; the same kernels passed in the next call): one retry
+    for try in 1 2; do
+      (cd $tree && XLA_FLAGS=--xla_gpu_autotune_level=0 XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} \
+         > $LOGS/san_${name}_$try.log 2>&1); rc=$?
+      echo "memcheck rc=$rc (try $try)"; tail -1 $LOGS/san_${name}_$try.log
+      [ $rc -eq 139 ] || break
+    done
   fi
 done
 tar czf "$OUT/logs.tgz" -C $LOGS .
