@@ -230,8 +230,9 @@ template <class T, int kWant> struct BwdRcvRun {
   // kStatic: every possible path of the run is present and the wanted set is fixed, so the
   // edge body is one basic block: no per-path branch, and the compiler can interleave the FMA
   // chains of different paths (sampled stalls: a quarter of them were fixed-latency
-  // dependencies, with 3 warps per scheduler to hide them). fp64 too: its all-three variant
-  // spills more with it (192 B, was 68), yet W2 fp64 fwd+bwd went 5.20 -> 4.63 ms.
+  // dependencies, with 3 warps per scheduler to hide them). fp64 too: W2 fp64 fwd+bwd went
+  // 5.20 -> 4.63 ms with it, although its all-three variant then spilled 192 B (4 B since the
+  // path scales left the edge loop).
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
     if constexpr (kWant != kWantAny && L3MAX == kConvL3Small) {
       if (conv_run_has_all_paths<L1, L3MAX>(rn)) return body<L1, L3MAX, true>();
