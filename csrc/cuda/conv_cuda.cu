@@ -126,9 +126,9 @@ __device__ __forceinline__ void load_paths_o(const ConvRun& rn, const T* scale, 
 
 // The weights of every possible path of the run for one edge row (absent ones: row[0]).
 template <class T, int L1, int L3MAX>
-__device__ __forceinline__ void load_paths_w(const RunSlots<T, L1, L3MAX>& rs, const T* row, T* wv) {
+__device__ __forceinline__ void load_paths_w(const RunSlots<L1, L3MAX>& rs, const T* row, T* wv) {
 #pragma unroll
-  for (int p = 0; p < RunSlots<T, L1, L3MAX>::NP; ++p) wv[p] = row[rs.w_at[p]];
+  for (int p = 0; p < RunSlots<L1, L3MAX>::NP; ++p) wv[p] = row[rs.w_at[p]];
 }
 
 // ---------------------------------------------------------------- forward
@@ -153,7 +153,7 @@ template <class T> struct FwdRun {
 
   template <int L1, int L3MAX, bool kStatic> __device__ __forceinline__ void body() const {
     constexpr int D1 = 2 * L1 + 1;
-    using Slots = RunSlots<T, L1, L3MAX>;
+    using Slots = RunSlots<L1, L3MAX>;
     T acc[conv_acc_size(L1, L3MAX)];
 #pragma unroll
     for (int i = 0; i < conv_acc_size(L1, L3MAX); ++i) acc[i] = T(0);
@@ -243,7 +243,7 @@ template <class T, int kWant> struct BwdRcvRun {
   template <int L1, int L3MAX, bool kStatic> __device__ __forceinline__ void body() const {
     constexpr int D1 = 2 * L1 + 1;
     constexpr bool kFixed = kWant != kWantAny;
-    using Slots = RunSlots<T, L1, L3MAX>;
+    using Slots = RunSlots<L1, L3MAX>;
     const int lane = threadIdx.x & 31;
     const bool active = u < rn.mul();
     const Slots rs(rn, active ? u : 0);
@@ -423,13 +423,12 @@ ffi::Error ConvBwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
     const unsigned grid = grid_for(no * blocks, kWarps);
     // the wanted set, fixed at compile time where the paths' l_out <= 3 (the sets calls use)
     const int want = (a.w_bar ? kWantW : 0) | (a.x_part ? kWantX : 0) | (part ? kWantY : 0);
-    const dim3 block(32 * kWarps);
-    if (small && want == kWantW) conv_bwd_rcv_kernel<T, kConvL3Small, kWantW><<<grid, block, 0, stream>>>(a, int(blocks), part);
-    else if (small && want == kWantY) conv_bwd_rcv_kernel<T, kConvL3Small, kWantY><<<grid, block, 0, stream>>>(a, int(blocks), part);
-    else if (small && want == (kWantW | kWantX | kWantY))
-      conv_bwd_rcv_kernel<T, kConvL3Small, kWantW | kWantX | kWantY><<<grid, block, 0, stream>>>(a, int(blocks), part);
-    else if (small) conv_bwd_rcv_kernel<T, kConvL3Small, kWantAny><<<grid, block, 0, stream>>>(a, int(blocks), part);
-    else conv_bwd_rcv_kernel<T, 6, kWantAny><<<grid, block, 0, stream>>>(a, int(blocks), part);
+    const auto launch = [&](auto kernel) { kernel<<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part); };
+    if (small && want == kWantW) launch(conv_bwd_rcv_kernel<T, kConvL3Small, kWantW>);
+    else if (small && want == kWantY) launch(conv_bwd_rcv_kernel<T, kConvL3Small, kWantY>);
+    else if (small && want == (kWantW | kWantX | kWantY)) launch(conv_bwd_rcv_kernel<T, kConvL3Small, kWantW | kWantX | kWantY>);
+    else if (small) launch(conv_bwd_rcv_kernel<T, kConvL3Small, kWantAny>);
+    else launch(conv_bwd_rcv_kernel<T, 6, kWantAny>);
     if (a.v_bar || a.w_bar)
       conv_bwd_edge_kernel<T><<<grid_for(ne, kWarps), 32 * kWarps, 0, stream>>>(a, int(blocks), part);
     if (a.x_bar)  // x_bar[s] = sum of the parts of s's existing edges, in sender order

@@ -103,7 +103,7 @@ constexpr int conv_path_count(int L1, int L3MAX) { return conv_path_index(L1, L3
 // in registers (offsets within a row). The paths' output offsets and scales are not kept: each
 // is needed once per worker (conv_o_at, scale[slot]), and registers held across the edge loop
 // are what bounds the kernels' occupancy.
-template <class T, int L1, int L3MAX> struct RunSlots {
+template <int L1, int L3MAX> struct RunSlots {
   static constexpr int NP = conv_path_count(L1, L3MAX);
   int w_at[NP];
   unsigned mask;
