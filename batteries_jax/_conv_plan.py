@@ -85,7 +85,14 @@ def conv_plan(paths: PathList) -> Optional[ConvPlan]:
     if any(c is None for c in cover):
         return None
     rows, scales = [], []
-    for key, slots in runs.items():
+    # Heaviest runs first: the kernels number their warps block-major in run order, so the
+    # last wave holds the lightest runs' warps and the tail is short. A run's cost per edge and
+    # channel is its products' size, sum over its paths of (2 l1 + 1)(2 l3 + 1).
+    def cost(item):
+        (l1, _, mul, _), slots = item
+        return -mul * sum((2 * l1 + 1) * (2 * (s % L3_SLOTS) + 1) for s in slots)
+
+    for key, slots in sorted(runs.items(), key=cost):
         mask = sum(1 << s for s in slots)
         table = [(0, 0, 0, 0)] * SLOTS  # absent (mask bit clear): offsets 0 stay in bounds
         scale = [0.0] * SLOTS
