@@ -7,9 +7,16 @@
 itself segfaulted after XLA warned of a very slow compile; with both settings changed the whole
 run took ~20 s and passed. Which of the two matters was not isolated.)
 
+On 2026-11-28 it segfaulted again, every time, right after XLA's "very slow compile" warning
+for the conv's grad-of-grad program. So XLA should not compile under the sanitizer at all: with
+BJ_SANITIZE_CACHE=DIR the script uses a persistent compilation cache there; run it once without
+compute-sanitizer to fill the cache, then under it (ab_run.sh does both), and the sanitized run
+only loads the compiled programs and runs the kernels.
+
 With the argument `fc`, only the fully connected product's kernels run (a quicker check); with
 `conv`, only the others; `f32` or `f64` keeps one dtype.
 """
+import os
 import sys
 
 import e3nn_jax as e3nn
@@ -21,6 +28,10 @@ import batteries_jax as bj
 import batteries_jax.e3nn as bje
 
 jax.config.update("jax_enable_x64", True)
+if os.environ.get("BJ_SANITIZE_CACHE"):  # every program, however small or quick to compile
+    jax.config.update("jax_compilation_cache_dir", os.environ["BJ_SANITIZE_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 rng = np.random.default_rng(0)
 
 
