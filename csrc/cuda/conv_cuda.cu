@@ -134,6 +134,7 @@ __device__ __forceinline__ void load_paths_w(const RunSlots<L1, L3MAX>& rs, cons
 // Edges ahead of the one being summed whose x slice and weights are prefetched into L1: the
 // loop otherwise issues an edge's loads just before it uses them and waits on each (long
 // scoreboard was 44% of the forward's stall samples). A prefetch holds no register.
+// W2 (H200): fwd 0.90 -> 0.82 ms, fwd+bwd 2.25 -> 2.08, dbl-bwd 2.14 -> 1.93; four ahead gained less.
 constexpr int kPrefetchAhead = 2;
 
 template <class T> __device__ __forceinline__ void prefetch_l1(const T* p) {
@@ -219,8 +220,8 @@ template <class T> struct FwdRun {
   }
 };
 
-// fp32 with l_out <= 3 at 4 blocks (16 warps) per SM: 128 registers, 48 B spill (W2: 0.948 ms
-// at 3 blocks with 166 registers, 0.891 at 4). l_out up to 6 would spill 548 B there: unbounded
+// fp32 with l_out <= 3 at 4 blocks (16 warps) per SM: 128 registers, 40 B spill (W2: 0.948 ms
+// at 3 blocks with 166 registers, 0.891 at 4; 0.81 with the prefetch). l_out up to 6 would spill 548 B there: unbounded
 // it takes 214 registers and does not spill.
 template <class T, int L3MAX>
 __global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 && L3MAX == kConvL3Small ? 4 : 1) conv_fwd_kernel(ConvArgs<T> a, int blocks) {
@@ -341,8 +342,9 @@ template <class T, int kWant> struct BwdRcvRun {
 
 // fp32: the all-results variant at most 168 registers, 3 blocks (12 warps) per SM (unbounded
 // the compiler takes 205 and 2 blocks fit); with the path set fixed, no spill. fp64: 255
-// registers, 4 B spill (all three), 244 (one result). The w_bar-only and dPhi/dY-only variants
-// fit 128 registers in fp32 (none and 16 B spilled), so 4 blocks (16 warps) per SM.
+// registers, 8 B spill (all three), 244-246 (one result). The w_bar-only and dPhi/dY-only
+// variants fit 128 registers in fp32 (44 B and none spilled with the prefetch), so 4 blocks (16
+// warps) per SM.
 template <class T, int kWant> constexpr int rcv_min_blocks() {
   return sizeof(T) != 4 ? 1 : (kWant == kWantW || kWant == kWantY) ? 4 : 3;
 }
