@@ -57,15 +57,17 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
     python3 $root/benchmarks/ncu_kernel_times.py $LOGS/ncu_$name.log
   fi
   if [ -n "${AB_SAN-fc}" ] && [[ " ${AB_NO_SAN:-} " != *" $name "* ]]; then
+    # XLA compiles outside the sanitizer first, into a persistent cache (sanitize_kernels.py's
+    # header: the sanitizer segfaults during the conv's long compile); the sanitized run loads
+    # it. Both runs take the same settings, or the cache would miss.
+    san_env=(env BJ_SANITIZE_CACHE=/tmp/san_cache_$name XLA_FLAGS=--xla_gpu_autotune_level=0
+             XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150)
+    (cd $tree && "${san_env[@]}" python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} > $LOGS/san_${name}_warm.log 2>&1)
+    echo "memcheck warm-up (no sanitizer) rc=$? $(ls /tmp/san_cache_$name 2>/dev/null | wc -l) cached programs"
     # compute-sanitizer itself segfaults now and then (rc 139 with nothing but its banner in the
     # log, seconds into the run; the same kernels passed in the next call): one retry
-    # XLA compiles outside the sanitizer first, into a persistent cache (sanitize_kernels.py's
-    # header: the sanitizer segfaults during the conv's long compile); the sanitized run loads it
-    export BJ_SANITIZE_CACHE=/tmp/san_cache_$name
-    (cd $tree && XLA_FLAGS=--xla_gpu_autotune_level=0 XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} \
-       > $LOGS/san_${name}_warm.log 2>&1); echo "memcheck warm-up (no sanitizer) rc=$? $(ls $BJ_SANITIZE_CACHE 2>/dev/null | wc -l) cached programs"
     for try in 1 2; do
-      (cd $tree && XLA_FLAGS=--xla_gpu_autotune_level=0 XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} \
+      (cd $tree && "${san_env[@]}" compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} \
          > $LOGS/san_${name}_$try.log 2>&1); rc=$?
       echo "memcheck rc=$rc (try $try)"; tail -1 $LOGS/san_${name}_$try.log
       [ $rc -eq 139 ] || break

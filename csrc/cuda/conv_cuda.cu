@@ -221,8 +221,8 @@ template <class T> struct FwdRun {
 };
 
 // fp32 with l_out <= 3 at 4 blocks (16 warps) per SM: 128 registers, 40 B spill (W2: 0.948 ms
-// at 3 blocks with 166 registers, 0.891 at 4; 0.81 with the prefetch). l_out up to 6 would spill 548 B there: unbounded
-// it takes 214 registers and does not spill.
+// at 3 blocks with 166 registers, 0.891 at 4; 0.81 with the prefetch). l_out up to 6 would
+// spill 548 B there: unbounded it takes 214 registers and does not spill.
 template <class T, int L3MAX>
 __global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 && L3MAX == kConvL3Small ? 4 : 1) conv_fwd_kernel(ConvArgs<T> a, int blocks) {
   __shared__ EdgeTile<T> tiles[kWarps];
