@@ -8,6 +8,9 @@
 #   AB_NO_TEST tree names whose tests are skipped (e.g. "main", already tested on main)
 #   AB_BENCH   script + args ("" skips; default "benchmark_tensor_product.py --fc-only --libs bj");
 #              several runs separated by ';' (e.g. the same script in fp32 and with --f64)
+#   AB_BENCH_<name>, AB_NCU_<name>, AB_TEST_K_<name>, AB_SAN_<name>  per-tree overrides (set,
+#              even to "", they replace the general setting: e.g. the FC benchmark for FC trees
+#              and the conv one for conv trees in one call)
 #   AB_BENCH_FROM  "root" (default): AB_BENCH and AB_NCU come from this checkout's benchmarks/,
 #              the same script for every tree; "tree": from each tree's own benchmarks/
 #   AB_NCU     profile script for ncu per-kernel times ("" skips; default profile_fc.py)
@@ -37,37 +40,41 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
   name=${spec%%=*}; tree=$root/${SRC[$name]}
   export PYTHONPATH=/tmp/ab/$name:/tmp/site
   echo "=== $name (${SRC[$name]})"
-  if [ -n "${AB_TEST_K-gpu_fc}" ] && [[ " ${AB_NO_TEST:-} " != *" $name "* ]]; then
-    (cd $tree/tests && timeout 200 python3 -m pytest -q -x -k "${AB_TEST_K-gpu_fc}" > $LOGS/tests_$name.log 2>&1
+  v=AB_TEST_K_$name; test_k=${!v-${AB_TEST_K-gpu_fc}}
+  v=AB_BENCH_$name; bench=${!v-${AB_BENCH-benchmark_tensor_product.py --fc-only --libs bj}}
+  v=AB_NCU_$name; ncu_script=${!v-${AB_NCU-profile_fc.py}}
+  v=AB_SAN_$name; san=${!v-${AB_SAN-fc}}
+  if [ -n "$test_k" ] && [[ " ${AB_NO_TEST:-} " != *" $name "* ]]; then
+    (cd $tree/tests && timeout 200 python3 -m pytest -q -x -k "$test_k" > $LOGS/tests_$name.log 2>&1
      echo "tests rc=$?"; tail -2 $LOGS/tests_$name.log)
   fi
   bdir=$root/benchmarks; [ "${AB_BENCH_FROM:-root}" = tree ] && bdir=$tree/benchmarks
-  if [ -n "${AB_BENCH-x}" ]; then
-    IFS=';' read -ra runs <<< "${AB_BENCH-benchmark_tensor_product.py --fc-only --libs bj}"
+  if [ -n "$bench" ]; then
+    IFS=';' read -ra runs <<< "$bench"
     for i in "${!runs[@]}"; do
       (cd $bdir && timeout 200 python3 ${runs[$i]}) > $LOGS/bench_${name}_$i.log 2>&1
       grep -vE "^CHECK.*OK|Warning" $LOGS/bench_${name}_$i.log | tail -25
     done
   fi
-  if [ -n "${AB_NCU-x}" ]; then
+  if [ -n "$ncu_script" ]; then
     timeout 120 ncu --kernel-name ${AB_NCU_KERNELS:-regex:fc_} --metrics gpu__time_duration.sum ${AB_NCU_EXTRA:-} \
-      python3 $bdir/${AB_NCU-profile_fc.py} > $LOGS/ncu_$name.log 2>&1
+      python3 $bdir/$ncu_script > $LOGS/ncu_$name.log 2>&1
     # timeout stops ncu but not the python it launched; a hung one would hold the GPU for the next tree
-    pkill -9 -f "$bdir/${AB_NCU-profile_fc.py}"
+    pkill -9 -f "$bdir/$ncu_script"
     python3 $root/benchmarks/ncu_kernel_times.py $LOGS/ncu_$name.log
   fi
-  if [ -n "${AB_SAN-fc}" ] && [[ " ${AB_NO_SAN:-} " != *" $name "* ]]; then
+  if [ -n "$san" ] && [[ " ${AB_NO_SAN:-} " != *" $name "* ]]; then
     # XLA compiles outside the sanitizer first, into a persistent cache (sanitize_kernels.py's
     # header: the sanitizer segfaults during the conv's long compile); the sanitized run loads
     # it. Both runs take the same settings, or the cache would miss.
     san_env=(env BJ_SANITIZE_CACHE=/tmp/san_cache_$name XLA_FLAGS=--xla_gpu_autotune_level=0
              XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150)
-    (cd $tree && "${san_env[@]}" python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} > $LOGS/san_${name}_warm.log 2>&1)
+    (cd $tree && "${san_env[@]}" python3 benchmarks/sanitize_kernels.py $san > $LOGS/san_${name}_warm.log 2>&1)
     echo "memcheck warm-up (no sanitizer) rc=$? $(ls /tmp/san_cache_$name 2>/dev/null | wc -l) cached programs"
     # compute-sanitizer itself segfaults now and then (rc 139 with nothing but its banner in the
     # log, seconds into the run; the same kernels passed in the next call): one retry
     for try in 1 2; do
-      (cd $tree && "${san_env[@]}" compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py ${AB_SAN-fc} \
+      (cd $tree && "${san_env[@]}" compute-sanitizer --tool memcheck python3 benchmarks/sanitize_kernels.py $san \
          > $LOGS/san_${name}_$try.log 2>&1); rc=$?
       echo "memcheck rc=$rc (try $try)"; tail -1 $LOGS/san_${name}_$try.log
       [ $rc -eq 139 ] || break
