@@ -64,12 +64,15 @@ def conv_sh_and_simple_kernels(dtype):
 
 
 def fc_kernels(dtype):
-    """The fully connected product: partial tiles, several channel chunks, weight groups (vmap)."""
-    x = jnp.asarray(rng.normal(size=(43, 37, 16)), dtype)
-    yy = jnp.asarray(rng.normal(size=(43, 16)), dtype)
-    W = jnp.asarray(rng.normal(size=(2, 34, 37, 67)), dtype)
-    fc = lambda x, y, W: jnp.sum(jax.vmap(bj.tensor_product, (None, None, 0))(x, y, W) ** 2)
-    jax.block_until_ready(jax.jit(jax.grad(fc, (0, 1, 2)))(x, yy, W))
+    """The fully connected product: partial tiles, several channel chunks, weight groups (vmap);
+    channel counts that rule out the vector loads and copies (37, 67), then ones that take them
+    (32, 64) with rows enough for several w_bar builds and chunks per slab."""
+    for n, c_in, c_out in ((43, 37, 67), (1501, 32, 64)):
+        x = jnp.asarray(rng.normal(size=(n, c_in, 16)), dtype)
+        yy = jnp.asarray(rng.normal(size=(n, 16)), dtype)
+        W = jnp.asarray(rng.normal(size=(2, 34, c_in, c_out)), dtype)
+        fc = lambda x, y, W: jnp.sum(jax.vmap(bj.tensor_product, (None, None, 0))(x, y, W) ** 2)  # noqa: E731
+        jax.block_until_ready(jax.jit(jax.grad(fc, (0, 1, 2)))(x, yy, W))
 
 
 # arguments narrow the run: "fc" or "conv" (the conv, harmonics and simple-product kernels),
