@@ -8,8 +8,9 @@
 // layout [n, C, 16] transposed by XLA around the call), so that the kernels read and write
 // channels contiguously (coalesced, vectorised). A result not asked for is empty;
 // an operand that no requested result reads (x without y_bar / w_bar, w without x_bar /
-// y_bar) may be empty. w_part is the CUDA handler's scratch (w_bar summed over `slabs` slabs
-// of each group's rows, in a fixed order) and is full size exactly when w_bar is asked for.
+// y_bar) may be empty. w_part is the CUDA handler's scratch (w_bar summed over at most `slabs`
+// slabs of each group's rows, then over the slabs in a fixed order) and is full size exactly
+// when w_bar is asked for.
 #pragma once
 #include "ffi_common.h"
 #include "kernels/fc.h"

@@ -333,6 +333,25 @@ def test_gpu_fc_matches_cpu(rng, dtype, n, c_in, c_out):
 
 @requires_gpu
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gpu_fc_ensemble_matches_cpu(rng, dtype):
+    """Weights vmapped over an ensemble (the kernels' weight groups, each with its own w_bar
+    slabs), forward and all three gradients, against the CPU handler."""
+    x = jnp.asarray(rng.normal(size=(3, 700, 24, 16)), dtype)
+    y = jnp.asarray(rng.normal(size=(3, 700, 16)), dtype)
+    W = jnp.asarray(rng.normal(size=(3, 34, 24, 40)) / 10, dtype)
+    c = jnp.asarray(rng.normal(size=(3, 700, 40, 16)), dtype)
+    tp = jax.vmap(bj.tensor_product)
+    f = jax.jit(lambda *a: (tp(*a[:3]), jax.grad(lambda *b: jnp.sum(tp(*b) * a[3]), (0, 1, 2))(*a[:3])))
+    gpu = f(x, y, W, c)
+    cpu_dev = jax.devices("cpu")[0]
+    with jax.default_device(cpu_dev):
+        ref = f(*[jax.device_put(a, cpu_dev) for a in (x, y, W, c)])
+    for a, b in zip(jax.tree.leaves(gpu), jax.tree.leaves(ref)):
+        assert_close(a, b, dtype, scale=30)
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_gpu_simple_matches_cpu(rng, dtype):
     x = jnp.asarray(rng.normal(size=(5001, 16)), dtype)
     y = jnp.asarray(rng.normal(size=(5001, 16)), dtype)

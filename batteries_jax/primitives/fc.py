@@ -17,7 +17,10 @@ import jax.numpy as jnp
 
 from batteries_jax.primitives._multilinear import MultilinearFamily
 
-ROWS_PER_SLAB = 128  # w_bar: rows summed per CTA before the fixed-order slab sum
+# w_bar sums each group's rows in slabs (one CTA per path and slab), then adds the slabs in a
+# fixed order. This sizes the slab scratch: room for a slab per MIN_ROWS_PER_SLAB rows, at most
+# MAX_SLABS. The CUDA handler uses as many of them as fill the GPU (fc_cuda.cu, w_slabs_used).
+MIN_ROWS_PER_SLAB = 32
 MAX_SLABS = 64
 
 
@@ -45,7 +48,7 @@ def _lower(x, y, w):
 
 
 def _slabs(rows_per_group: int) -> int:
-    return int(max(1, min(MAX_SLABS, -(-rows_per_group // ROWS_PER_SLAB))))
+    return int(max(1, min(MAX_SLABS, -(-rows_per_group // MIN_ROWS_PER_SLAB))))
 
 
 def _lower_bwd(x, y, w, ct, *, need):

@@ -612,7 +612,7 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
     }
   }
   with_fc_path<L3>(pi, [&](auto, auto, auto p) { P = decltype(p)::value; });
-  const int64_t slab = blockIdx.x / kSeedPaths;  // = g * slabs + s
+  const int64_t slab = blockIdx.x % (a.d.groups * a.slabs);  // = g * slabs + s
   T* out = a.part + (slab * kSeedPaths + P) * c_in * c_out;
   for (int i = 0; i < 4; ++i) {
     const int64_t u = u0 + 4 * tu + i;
@@ -624,18 +624,21 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
   }
 }
 
-// (l3, index among the paths into l3) of each seed path.
-struct SeedPathSlot {
-  int l3, pi;
+// The w_bar grid runs the heaviest CTAs first. A CTA's work grows with 2 l3 + 1 (its product
+// and its (n, k) pairs) and with 2 l1 + 1 (its A stage), up to 7x between paths; in seed order
+// an l3 = 3 CTA could start in the last wave and set the kernel's end. So CTA o's path is the
+// o-th in the order l3 = 3, 2, 1, 0, and within an l3, l1 descending (all slabs of a path
+// together); the light l3 = 0 CTAs fill the last wave's gaps.
+struct WPathSlot {
+  int l3, pi;  // pi: index among the paths into l3, in seed order
 };
-__device__ SeedPathSlot seed_slot(int P) {
-  SeedPathSlot out{0, 0};
-  static_for<0, 4>([&](auto l3) {
-    int n = 0;
-    for_each_fc_path<decltype(l3)::value>([&](auto, auto, auto p) {
-      if (decltype(p)::value == P) out = SeedPathSlot{decltype(l3)::value, n};
-      ++n;
-    });
+__device__ WPathSlot heavy_first_slot(int o) {
+  WPathSlot out{0, 0};
+  int start = 0;
+  static_for<0, 4>([&](auto i) {
+    constexpr int L3 = 3 - decltype(i)::value, n = fc_path_count<L3>();
+    if (o >= start && o < start + n) out = WPathSlot{L3, n - 1 - (o - start)};  // seed order has l1 ascending
+    start += n;
   });
   return out;
 }
@@ -643,20 +646,31 @@ __device__ SeedPathSlot seed_slot(int P) {
 template <class T>
 __global__ void __launch_bounds__(kThreads, 4) fc_w_kernel(WArgs<T> a) {
   __shared__ __align__(16) WSmem<T> s;
-  const int P = blockIdx.x % kSeedPaths;
-  const int64_t gs = blockIdx.x / kSeedPaths, g = gs / a.slabs, sl = gs % a.slabs;
+  const int64_t per_path = a.d.groups * a.slabs;
+  const WPathSlot slot = heavy_first_slot(int(blockIdx.x / per_path));
+  const int64_t gs = blockIdx.x % per_path, g = gs / a.slabs, sl = gs % a.slabs;
   const int64_t first = sl * a.slab_rows;
   const int64_t rows = first >= a.d.rows_per_group ? 0
                        : (a.d.rows_per_group - first < a.slab_rows ? a.d.rows_per_group - first : a.slab_rows);
   const int64_t u0 = int64_t(blockIdx.y) * Chunk<T>::K, w0 = int64_t(blockIdx.z) * kBN;
   const int64_t row0 = g * a.d.rows_per_group + first;
-  const SeedPathSlot slot = seed_slot(P);
   switch (slot.l3) {
     case 0: w_path<T, 0>(a, slot.pi, row0, rows, u0, w0, s); break;
     case 1: w_path<T, 1>(a, slot.pi, row0, rows, u0, w0, s); break;
     case 2: w_path<T, 2>(a, slot.pi, row0, rows, u0, w0, s); break;
     default: w_path<T, 3>(a, slot.pi, row0, rows, u0, w0, s); break;
   }
+}
+
+// Slabs per group the w_bar launch uses, at most `cap` (the scratch's room). A CTA walks its
+// slab's rows serially, so with few CTAs the launch lasts as long as one long CTA (N = 1k:
+// 8 slabs of 128 rows gave 272 CTAs on 132 SMs). Slabs of 128 rows while they give two waves
+// of CTAs (4 per SM), else thinner slabs, down to the scratch's 32 rows, until they do.
+int64_t w_slabs_used(const FcDims& d, int64_t cap, int64_t ctas_per_slab) {
+  const int64_t by_rows = (d.rows_per_group + 127) / 128, slots = 2 * 4 * int64_t(sm_count());
+  const int64_t to_fill = (slots + ctas_per_slab - 1) / ctas_per_slab;
+  const int64_t s = by_rows > to_fill ? by_rows : to_fill;
+  return s < cap ? (s < 1 ? 1 : s) : cap;
 }
 
 // w_bar[g, q] = sum_s part[g, s, q] in slab order.
@@ -745,12 +759,14 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
       launch(std::integral_constant<int, 0>{});
     }
     if (b.w_bar) {
-      const int64_t slab_rows = (d.rows_per_group + slabs - 1) / slabs;
-      const WArgs<T> args{b.xt, b.y, b.ctt, b.w_part, d, slabs, slab_rows};
-      const dim3 grid(unsigned(groups * slabs * kSeedPaths), grid_for(c_in, Chunk<T>::K), grid_for(c_out, kBN));
+      const unsigned gy = grid_for(c_in, Chunk<T>::K), gz = grid_for(c_out, kBN);
+      const int64_t used = w_slabs_used(d, slabs, groups * kSeedPaths * gy * gz);
+      const int64_t slab_rows = (d.rows_per_group + used - 1) / used;
+      const WArgs<T> args{b.xt, b.y, b.ctt, b.w_part, d, used, slab_rows};
+      const dim3 grid(unsigned(groups * used * kSeedPaths), gy, gz);
       fc_w_kernel<T><<<grid, kThreads, 0, stream>>>(args);
       const int64_t size = d.w_size();
-      fc_slab_sum_kernel<T><<<grid_for(groups * size, 256), 256, 0, stream>>>(b.w_part, b.w_bar, groups, slabs, size);
+      fc_slab_sum_kernel<T><<<grid_for(groups * size, 256), 256, 0, stream>>>(b.w_part, b.w_bar, groups, used, size);
     }
     return cuda_status("tensor_product backward");
   });
