@@ -516,11 +516,25 @@ template <class T> struct WChunk { static constexpr int M = sizeof(T) == 4 ? 64 
 // over several chunks of the product. fp64 keeps its static shared memory under 48 KB.
 template <class T> struct WBuild { static constexpr int kTiles = sizeof(T) == 4 ? 4 : 2; };
 
+// The ct chunk is double-buffered: the next chunk's copy (cp.async, no registers) flies during
+// this chunk's A stage and product. 54 KB of dynamic shared memory in fp32, 50 KB in fp64;
+// 4 CTAs per SM either way.
 template <class T> struct WSmem {
-  T a[WChunk<T>::M][Chunk<T>::K];  // A chunk, [(n, k)][u]
-  T c[WChunk<T>::M][kBN];          // ct chunk, [(n, k)][w]
+  T a[WChunk<T>::M][Chunk<T>::K];     // A chunk, [(n, k)][u]
+  T c[2][WChunk<T>::M][kBN];          // ct chunks, [buffer][(n, k)][w]
   T mat[WBuild<T>::kTiles * kMatMax];
 };
+
+// 16 bytes global -> shared through L2 only (cp.async.cg), zeros when !ok (src is then not read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool ok) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(ok ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
 
 // 16 bytes (4 floats / 2 doubles) to shared memory; p 16-byte aligned.
 __device__ __forceinline__ void sts_vec(float* p, const float* v) {
@@ -562,55 +576,95 @@ __device__ void stage_w_a_chunk(const WArgs<T>& a, int64_t row0, int nrows, int 
   }
 }
 
+// The ct chunk of (n, k) pairs m0 + mm (mm < kWm) of the rows from row0 (nrows of them), channels
+// [w0, w0 + kBN), into c[mm][w] (zeros past them): 16-byte cp.async copies when C_out allows
+// them (a V-group of channels is then wholly inside or outside C_out, and 16-byte aligned),
+// else plain loads and stores. The caller commits the group.
+template <class T, int L3>
+__device__ void stage_w_ct_chunk(const WArgs<T>& a, int64_t row0, int nrows, int m0, int64_t w0, T (*c)[kBN]) {
+  constexpr int D = 2 * L3 + 1, V = 16 / sizeof(T), G = kBN / V, kWm = WChunk<T>::M;
+  const int64_t c_out = a.d.c_out;
+  const bool vec = c_out % V == 0;
+#pragma unroll
+  for (int q = threadIdx.x; q < kWm * G; q += kThreads) {
+    const int g = q % G, mm = q / G, m = m0 + mm;
+    const bool row_ok = m < nrows * D;
+    const int r = row_ok ? m / D : 0, k = m % D;
+    const int64_t w = w0 + g * V;
+    const T* src = a.ctt + ((row0 + r) * 16 + L3 * L3 + k) * c_out + (w < c_out ? w : 0);
+    if (vec) {
+      cp_async16(&c[mm][g * V], src, row_ok && w < c_out);
+    } else {
+#pragma unroll
+      for (int j = 0; j < V; ++j) c[mm][g * V + j] = (row_ok && w + j < c_out) ? ldg(src + j) : T(0);
+    }
+  }
+}
+
 // Thread layout of the K x 64 product: 4 channels u {4 tu ..} times TW channels w {TW tw ..}.
+// The slab's rows go in builds of RB rows (M_p built once per build), each build in chunks of
+// kWm (n, k) pairs. Per chunk: barrier; the next chunk's ct copy is issued; the A chunk is
+// staged; this chunk's copy is waited for; barrier; product. So a ct chunk's load latency
+// hides behind a whole chunk of work, and the barriers per chunk stay two.
 template <class T, int L3>
 __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows, int64_t u0, int64_t w0, WSmem<T>& s) {
   constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, BK = Chunk<T>::K;
   constexpr int NU = BK / 4, TW = kBN / (kThreads / NU), kWm = WChunk<T>::M;
+  constexpr int RB = R * WBuild<T>::kTiles;  // rows per build
   const int tid = threadIdx.x, tu = tid % NU, tw = tid / NU;
   const int64_t c_in = a.d.c_in, c_out = a.d.c_out;
   int P = 0;
   T acc[4][TW];
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < TW; ++j) acc[i][j] = T(0);
-  int L1 = 0;
-  constexpr int RB = R * WBuild<T>::kTiles;  // rows per build
-  for (int64_t r0 = 0; r0 < s_rows; r0 += RB) {
-    const int nrows = int(s_rows - r0 < RB ? s_rows - r0 : RB);
+  auto build_rows = [&](int64_t r0) { return int(s_rows - r0 < RB ? s_rows - r0 : RB); };
+  int L1 = 0, buf = 0, m0 = 0;
+  int64_t r0 = 0;
+  if (s_rows > 0) stage_w_ct_chunk<T, L3>(a, s_row0, build_rows(0), 0, w0, s.c[0]);
+  cp_async_commit();
+  while (r0 < s_rows) {
+    const int nrows = build_rows(r0);
     const int64_t row0 = s_row0 + r0;
-    __syncthreads();
-    L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
-      build_matrices<decltype(l1)::value, decltype(l2)::value, L3, T, RB>(a.y, row0, nrows, s.mat);
-    });
-    for (int m0 = 0; m0 < nrows * D; m0 += kWm) {
-      __syncthreads();
-      // ct chunk first and fully unrolled: all of a thread's loads are in flight together.
-#pragma unroll
-      for (int q = tid; q < kWm * kBN; q += kThreads) {
-        const int c = q % kBN, mm = q / kBN, m = m0 + mm, r = m / D, k = m % D;
-        s.c[mm][c] = (m < nrows * D && w0 + c < c_out) ? ldg(a.ctt + ((row0 + r) * 16 + L3 * L3 + k) * c_out + w0 + c)
-                                                       : T(0);
-      }
-      switch (L1) {  // the A chunk, with the row's l1 block size known at compile time
-        case 0: stage_w_a_chunk<T, 0, L3>(a, row0, nrows, m0, u0, s); break;
-        case 1: stage_w_a_chunk<T, 1, L3>(a, row0, nrows, m0, u0, s); break;
-        case 2: stage_w_a_chunk<T, 2, L3>(a, row0, nrows, m0, u0, s); break;
-        default: stage_w_a_chunk<T, 3, L3>(a, row0, nrows, m0, u0, s); break;
-      }
-      __syncthreads();
-#pragma unroll 8
-      for (int mm = 0; mm < kWm; ++mm) {
-        T av[4], bv[TW];
-        lds4(&s.a[mm][4 * tu], av);
-        if constexpr (TW == 4) lds4(&s.c[mm][TW * tw], bv);
-        else lds2(&s.c[mm][TW * tw], bv);
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-          for (int j = 0; j < TW; ++j) acc[i][j] += av[i] * bv[j];
-      }
+    int next_m0 = m0 + kWm;  // the next chunk: further in this build, or the next build's first
+    int64_t next_r0 = r0;
+    if (next_m0 >= nrows * D) {
+      next_m0 = 0;
+      next_r0 = r0 + RB;
     }
+    __syncthreads();  // the last product is done with `a` and with c[buf ^ 1]; the last A stage with mat
+    if (next_r0 < s_rows) stage_w_ct_chunk<T, L3>(a, s_row0 + next_r0, build_rows(next_r0), next_m0, w0, s.c[buf ^ 1]);
+    cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group
+    if (m0 == 0) {
+      L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
+        build_matrices<decltype(l1)::value, decltype(l2)::value, L3, T, RB>(a.y, row0, nrows, s.mat);
+      });
+      __syncthreads();
+    }
+    switch (L1) {  // the A chunk, with the row's l1 block size known at compile time
+      case 0: stage_w_a_chunk<T, 0, L3>(a, row0, nrows, m0, u0, s); break;
+      case 1: stage_w_a_chunk<T, 1, L3>(a, row0, nrows, m0, u0, s); break;
+      case 2: stage_w_a_chunk<T, 2, L3>(a, row0, nrows, m0, u0, s); break;
+      default: stage_w_a_chunk<T, 3, L3>(a, row0, nrows, m0, u0, s); break;
+    }
+    cp_async_wait<1>();  // this chunk's ct copy (all groups but the newest) has landed
+    __syncthreads();
+    const T(*c)[kBN] = s.c[buf];
+#pragma unroll 8
+    for (int mm = 0; mm < kWm; ++mm) {
+      T av[4], bv[TW];
+      lds4(&s.a[mm][4 * tu], av);
+      if constexpr (TW == 4) lds4(&c[mm][TW * tw], bv);
+      else lds2(&c[mm][TW * tw], bv);
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < TW; ++j) acc[i][j] += av[i] * bv[j];
+    }
+    m0 = next_m0;
+    r0 = next_r0;
+    buf ^= 1;
   }
+  cp_async_wait<0>();
   with_fc_path<L3>(pi, [&](auto, auto, auto p) { P = decltype(p)::value; });
   const int64_t slab = blockIdx.x % (a.d.groups * a.slabs);  // = g * slabs + s
   T* out = a.part + (slab * kSeedPaths + P) * c_in * c_out;
@@ -645,7 +699,8 @@ __device__ WPathSlot heavy_first_slot(int o) {
 
 template <class T>
 __global__ void __launch_bounds__(kThreads, 4) fc_w_kernel(WArgs<T> a) {
-  __shared__ __align__(16) WSmem<T> s;
+  extern __shared__ __align__(16) unsigned char w_smem[];
+  WSmem<T>& s = *reinterpret_cast<WSmem<T>*>(w_smem);
   const int64_t per_path = a.d.groups * a.slabs;
   const WPathSlot slot = heavy_first_slot(int(blockIdx.x / per_path));
   const int64_t gs = blockIdx.x % per_path, g = gs / a.slabs, sl = gs % a.slabs;
@@ -764,7 +819,9 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
       const int64_t slab_rows = (d.rows_per_group + used - 1) / used;
       const WArgs<T> args{b.xt, b.y, b.ctt, b.w_part, d, used, slab_rows};
       const dim3 grid(unsigned(groups * used * kSeedPaths), gy, gz);
-      fc_w_kernel<T><<<grid, kThreads, 0, stream>>>(args);
+      // over the 48 KB default: opt in (per device, so on every launch; it is not a stream op)
+      cudaFuncSetAttribute(fc_w_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(WSmem<T>)));
+      fc_w_kernel<T><<<grid, kThreads, sizeof(WSmem<T>), stream>>>(args);
       const int64_t size = d.w_size();
       fc_slab_sum_kernel<T><<<grid_for(groups * size, 256), 256, 0, stream>>>(b.w_part, b.w_bar, groups, used, size);
     }
