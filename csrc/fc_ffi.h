@@ -3,14 +3,13 @@
 //   bj_fc:      xt [n, 16, C_in], y [n, 16], w [groups, 34, C_in, C_out]  ->  outt [n, 16, C_out]
 //   bj_fc_bwd:  xt, y, w, ctt [n, 16, C_out]
 //               -> x_bart [n, 16, C_in], y_bar [n, 16], w_bar [groups, 34, C_in, C_out],
-//                  w_part [groups * slabs * 34 * C_in * C_out]
+//                  scratch [fc_scratch_size(...)]
 // Every channel-carrying operand has the component axis before the channel axis (the public
 // layout [n, C, 16] transposed by XLA around the call), so that the kernels read and write
 // channels contiguously (coalesced, vectorised). A result not asked for is empty;
 // an operand that no requested result reads (x without y_bar / w_bar, w without x_bar /
-// y_bar) may be empty. w_part is the CUDA handler's scratch (w_bar summed over at most `slabs`
-// slabs of each group's rows, then over the slabs in a fixed order) and is full size exactly
-// when w_bar is asked for.
+// y_bar) may be empty. `scratch` is the CUDA handler's workspace (fc_scratch_size; the CPU
+// handler leaves it alone).
 #pragma once
 #include "ffi_common.h"
 #include "kernels/fc.h"
@@ -54,35 +53,51 @@ inline ffi::Error fc_check(const ffi::AnyBuffer& x, const ffi::AnyBuffer& y, con
   return ffi::Error::Success();
 }
 
+// Elements of the backward's scratch, in this order: w_bar's slab partials (at most `slabs`
+// slabs of each group's rows, summed over the slabs in a fixed order), when w_bar is asked
+// for; then the x_bar and y_bar partials of the l3 = 2, 1, 0 tiles (the l3 = 3 tiles write
+// x_bar and y_bar themselves; all four are summed in that fixed order), when asked for.
+inline int64_t fc_scratch_size(const FcDims& d, int64_t slabs, bool need_x, bool need_y, bool need_w) {
+  return (need_w ? d.groups * slabs * d.w_size() : 0) + (need_x ? 3 * d.n * 16 * d.c_in : 0) + (need_y ? 3 * d.n * 16 : 0);
+}
+
 inline ffi::Error fc_check_bwd(const ffi::AnyBuffer& xt, const ffi::AnyBuffer& y, const ffi::AnyBuffer& w,
                                const ffi::AnyBuffer& ctt, const ffi::AnyBuffer& x_bar,
                                const ffi::AnyBuffer& y_bar, const ffi::AnyBuffer& w_bar,
-                               const ffi::AnyBuffer& w_part, int64_t c_in, int64_t c_out, int64_t groups,
+                               const ffi::AnyBuffer& scratch, int64_t c_in, int64_t c_out, int64_t groups,
                                int64_t slabs, FcDims* d) {
   if (auto err = fc_dims(y, c_in, c_out, groups, d); !err.success()) return err;
   const auto dt = ctt.element_type();
   const bool need_x = x_bar.element_count() > 0, need_y = y_bar.element_count() > 0,
              need_w = w_bar.element_count() > 0;
   const bool x_read = need_y || need_w, w_read = need_x || need_y;
-  const int64_t part = need_w ? groups * slabs * d->w_size() : 0;
   if (slabs < 1 || !sized_as(ctt, dt, d->n * c_out * 16, false) || !sized_as(y, dt, d->n * 16, false) ||
       !sized_as(xt, dt, d->n * c_in * 16, !x_read) || !sized_as(w, dt, groups * d->w_size(), !w_read) ||
       !sized_as(x_bar, dt, d->n * c_in * 16, true) || !sized_as(y_bar, dt, d->n * 16, true) ||
-      !sized_as(w_bar, dt, groups * d->w_size(), true) || !sized_as(w_part, dt, part, false))
+      !sized_as(w_bar, dt, groups * d->w_size(), true) ||
+      !sized_as(scratch, dt, fc_scratch_size(*d, slabs, need_x, need_y, need_w), false))
     return ffi::Error::InvalidArgument("tensor_product backward: operand sizes or dtypes do not match");
   return ffi::Error::Success();
 }
 
-// The backward's operands, typed; an operand or result that is empty is null.
+// The backward's operands, typed; an operand or result that is empty is null. The scratch's
+// parts (fc_scratch_size) are null when absent.
 template <class T> struct FcBwdBuffers {
   const T *xt, *y, *w, *ctt;
-  T *x_bart, *y_bar, *w_bar, *w_part;
+  T *x_bart, *y_bar, *w_bar;
+  T *w_part, *x_part, *y_part;  // scratch: [groups, slabs, 34, C_in, C_out], [3, n, 16, C_in], [3, n, 16]
   FcBwdBuffers(const ffi::AnyBuffer& xt_, const ffi::AnyBuffer& y_, const ffi::AnyBuffer& w_,
                const ffi::AnyBuffer& ctt_, ffi::AnyBuffer& x_bar_, ffi::AnyBuffer& y_bar_, ffi::AnyBuffer& w_bar_,
-               ffi::AnyBuffer& w_part_)
+               ffi::AnyBuffer& scratch, const FcDims& d, int64_t slabs)
       : xt(or_null<const T>(xt_)), y(y_.typed_data<T>()), w(or_null<const T>(w_)), ctt(ctt_.typed_data<T>()),
-        x_bart(or_null<T>(x_bar_)), y_bar(or_null<T>(y_bar_)), w_bar(or_null<T>(w_bar_)),
-        w_part(or_null<T>(w_part_)) {}
+        x_bart(or_null<T>(x_bar_)), y_bar(or_null<T>(y_bar_)), w_bar(or_null<T>(w_bar_)) {
+    T* at = or_null<T>(scratch);
+    w_part = w_bar ? at : nullptr;
+    if (w_bar) at += d.groups * slabs * d.w_size();
+    x_part = x_bart ? at : nullptr;
+    if (x_bart) at += 3 * d.n * 16 * d.c_in;
+    y_part = y_bar ? at : nullptr;
+  }
 
  private:
   template <class U> static U* or_null(const ffi::AnyBuffer& b) {

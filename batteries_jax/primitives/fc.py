@@ -62,7 +62,11 @@ def _lower_bwd(x, y, w, ct, *, need):
     empty = jnp.zeros((0,), dt)
     kernel_shapes = ((n, 16, c_in), y.shape, w.shape)  # x_bar comes back as [n, 16, C_in]
     results = [jax.ShapeDtypeStruct(s if flag else (0,), dt) for s, flag in zip(kernel_shapes, need)]
-    results.append(jax.ShapeDtypeStruct((groups * slabs * 34 * c_in * c_out if need[2] else 0,), dt))
+    # the CUDA handler's workspace (fc_ffi.h, fc_scratch_size): w_bar's slab partials, then the
+    # x_bar and y_bar partials of the l3 = 2, 1, 0 tiles
+    scratch = ((groups * slabs * 34 * c_in * c_out if need[2] else 0) + (3 * n * 16 * c_in if need[0] else 0)
+               + (3 * n * 16 if need[1] else 0))
+    results.append(jax.ShapeDtypeStruct((scratch,), dt))
     outs = jax.ffi.ffi_call("bj_fc_bwd", results)(
         jnp.swapaxes(x, 1, 2) if x_read else empty, y, w if w_read else empty, jnp.swapaxes(ct, 1, 2),
         **_attrs(x, w), slabs=np.int64(slabs))

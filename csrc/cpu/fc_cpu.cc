@@ -114,14 +114,14 @@ ffi::Error FcCpu(ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::Res
 
 ffi::Error FcBwdCpu(ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::AnyBuffer ctt,
                     ffi::Result<ffi::AnyBuffer> x_bar, ffi::Result<ffi::AnyBuffer> y_bar,
-                    ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> w_part, int64_t c_in,
+                    ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> scratch, int64_t c_in,
                     int64_t c_out, int64_t groups, int64_t slabs) {
   FcDims d;
-  if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *w_part, c_in, c_out, groups, slabs, &d);
+  if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *scratch, c_in, c_out, groups, slabs, &d);
       !err.success())
     return err;
   return dispatch_float(ctt.element_type(), "tensor_product", [&](auto tag) {
-    const FcBwdBuffers<decltype(tag)> b(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *w_part);
+    const FcBwdBuffers<decltype(tag)> b(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *scratch, d, slabs);
     fc_backward(b.xt, b.y, b.w, b.ctt, b.x_bart, b.y_bar, b.w_bar, d);
     return ffi::Error::Success();
   });

@@ -298,6 +298,8 @@ template <class T> struct XyArgs {
   const T* ctt;  // [n, 16, C_out]
   T* x_bart;     // [n, 16, C_in] or null
   T* y_bar;      // [n, 16] or null
+  T* x_part;     // [3, n, 16, C_in]: x_bar of the l3 = 2, 1, 0 tiles (null with x_bart)
+  T* y_part;     // [3, n, 16] (null with y_bar)
   FcDims d;
 };
 
@@ -365,21 +367,27 @@ __device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, in
   }
 }
 
-// One launch per l3 (x_bar and y_bar rows are shared by the l3 blocks: the launches add in
-// stream order, so the sum is deterministic). Thread layout of the 128 x K product: 8 (n, k)
-// rows as in the forward times K/8 channels u {tu*K/8 ..}.
+// One launch for every l3. x_bar and y_bar rows get terms from the tiles of every l3, so each
+// l3's tiles write their own copy (the l3 = 3 tiles the results, the others x_part / y_part),
+// and fc_xy_sum_kernel adds them in a fixed order (deterministic, no atomics). A tile owns its
+// rows within its l3, so it stores (a path that is the first of its l1 into x_bar; y_bar at
+// the end) or adds to what it stored itself: no memset, no read of another CTA's writes. (With
+// one launch per l3, adding in stream order, each launch's CTA count at N = 1k was under one
+// wave, and the four launches took 4x one CTA's latency.)
+// Thread layout of the 128 x K product: 8 (n, k) rows as in the forward times K/8 channels u
+// {tu*K/8 ..}.
 template <class T, int L3>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel(XyArgs<T> a, TileMap map) {
+__device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T>& s) {
   constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, TU = BK / 8;
-  extern __shared__ __align__(16) unsigned char xy_smem[];
-  XySmem<T>& s = *reinterpret_cast<XySmem<T>*>(xy_smem);
-  const TileRef t = locate(map, a.d, blockIdx.x);
   const int tid = threadIdx.x, tm = tid % 16, tu = tid / 16;
   const int64_t c_in = a.d.c_in, c_out = a.d.c_out;
   const bool ct_resident = c_out <= kCtW;
+  T* const x_dst = !a.x_bart ? nullptr : L3 == 3 ? a.x_bart : a.x_part + (2 - L3) * a.d.n * 16 * c_in;
+  T* const y_dst = !a.y_bar ? nullptr : L3 == 3 ? a.y_bar : a.y_part + (2 - L3) * a.d.n * 16;
+  int prev_l1 = -1;  // paths come in seed order, l1 ascending: a path whose l1 differs is its l1's first
   // Row tid's y_bar over all paths of the tile, in registers (a tile has at most kThreads rows):
-  // one global read-modify-write per row and tile, where each path's did one (an L2 round trip
-  // that the whole CTA waited for at the next barrier).
+  // one global write per row and tile, where each path's did a read-modify-write (an L2 round
+  // trip that the whole CTA waited for at the next barrier).
   static_assert(R <= kThreads, "one y_bar row per thread");
   T ybar[16];
 #pragma unroll
@@ -393,6 +401,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
       P = decltype(p)::value;
     });
     const int D1 = 2 * L1 + 1;
+    const bool first_of_l1 = L1 != prev_l1;  // then it stores its x_bar terms instead of adding
+    prev_l1 = L1;
     for (int q = tid; q < R * D1 * D; q += kThreads) s.h[q] = T(0);
     const T* wp = a.w + (int64_t(t.g) * kSeedPaths + P) * c_in * c_out;
     for (int64_t u0 = 0; u0 < c_in; u0 += BK) {
@@ -424,7 +434,7 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
 #pragma unroll
         for (int j = 0; j < TU; ++j) s.g[TU * tu + j][i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4] = acc[i][j];
       __syncthreads();
-      if (a.x_bart)  // x_bar[n, i, u] += sum_k M[r][i][k] G[(r, k), u]; one thread per (r, u),
+      if (x_dst)  // x_bar[n, i, u] += sum_k M[r][i][k] G[(r, k), u]; one thread per (r, u),
                      // channels fastest (coalesced). Two items at a time, both items' old values
                      // loaded before either is stored, so that their L2 round trips overlap (the
                      // compiler cannot move a load above a store that may alias it).
@@ -436,9 +446,9 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
           for (int h = 0; h < 2; ++h) {
             const int q = q0 + h * kThreads, uu = q % BK, r = q / BK;
             ok[h] = q < R * BK && r < t.nrows && u0 + uu < c_in;
-            xb[h] = a.x_bart + ((t.row0 + (ok[h] ? r : 0)) * 16 + L1 * L1) * c_in + u0 + (ok[h] ? uu : 0);
+            xb[h] = x_dst + ((t.row0 + (ok[h] ? r : 0)) * 16 + L1 * L1) * c_in + u0 + (ok[h] ? uu : 0);
 #pragma unroll
-            for (int i = 0; i < 7; ++i) old[h][i] = (ok[h] && i < D1) ? xb[h][i * c_in] : T(0);
+            for (int i = 0; i < 7; ++i) old[h][i] = (ok[h] && i < D1 && !first_of_l1) ? xb[h][i * c_in] : T(0);
           }
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
@@ -491,10 +501,37 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel
         });
     }
   }
-  if (a.y_bar && tid < t.nrows) {  // the tile's only read-modify-write of its y_bar rows
-    T* out = a.y_bar + (t.row0 + tid) * 16;
+  if (y_dst && tid < t.nrows) {  // the tile's only write of its y_bar rows
+    T* out = y_dst + (t.row0 + tid) * 16;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) out[j] += ybar[j];
+    for (int j = 0; j < 16; ++j) out[j] = ybar[j];
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel(XyArgs<T> a, TileMap map) {
+  extern __shared__ __align__(16) unsigned char xy_smem[];
+  XySmem<T>& s = *reinterpret_cast<XySmem<T>*>(xy_smem);
+  const TileRef t = locate(map, a.d, blockIdx.x);
+  switch (t.l3) {
+    case 0: xy_tile<T, 0>(a, t, s); break;
+    case 1: xy_tile<T, 1>(a, t, s); break;
+    case 2: xy_tile<T, 2>(a, t, s); break;
+    default: xy_tile<T, 3>(a, t, s); break;
+  }
+}
+
+// x_bar += x_part[0] + x_part[1] + x_part[2] (the l3 = 2, 1, 0 tiles' terms, in that order), and
+// y_bar the same; nx or ny is 0 when that result is not asked for.
+template <class T>
+__global__ void fc_xy_sum_kernel(T* x_bar, const T* x_part, int64_t nx, T* y_bar, const T* y_part, int64_t ny) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nx + ny; i += int64_t(gridDim.x) * blockDim.x) {
+    if (i < nx) {
+      x_bar[i] = ((x_bar[i] + x_part[i]) + x_part[nx + i]) + x_part[2 * nx + i];
+    } else {
+      const int64_t j = i - nx;
+      y_bar[j] = ((y_bar[j] + y_part[j]) + y_part[ny + j]) + y_part[2 * ny + j];
+    }
   }
 }
 
@@ -785,33 +822,30 @@ ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi:
 
 ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::AnyBuffer ctt,
                      ffi::Result<ffi::AnyBuffer> x_bar, ffi::Result<ffi::AnyBuffer> y_bar,
-                     ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> w_part, int64_t c_in,
+                     ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> scratch, int64_t c_in,
                      int64_t c_out, int64_t groups, int64_t slabs) {
   FcDims d;
-  if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *w_part, c_in, c_out, groups, slabs, &d);
+  if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *scratch, c_in, c_out, groups, slabs, &d);
       !err.success())
     return err;
-  return dispatch_float(ctt.element_type(), "tensor_product", [&](auto tag) {
+  return dispatch_float(ctt.element_type(), "tensor_product backward", [&](auto tag) {
     using T = decltype(tag);
-    const FcBwdBuffers<T> b(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *w_part);
-    if (b.x_bart) cudaMemsetAsync(b.x_bart, 0, x_bar->size_bytes(), stream);
-    if (b.y_bar) cudaMemsetAsync(b.y_bar, 0, y_bar->size_bytes(), stream);
-    if (b.w_bar && (d.n == 0 || c_in == 0 || c_out == 0)) cudaMemsetAsync(b.w_bar, 0, w_bar->size_bytes(), stream);
-    if (d.n == 0 || c_in == 0 || c_out == 0) return cuda_status("tensor_product backward");
+    const FcBwdBuffers<T> b(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *scratch, d, slabs);
+    if (d.n == 0 || c_in == 0 || c_out == 0) {  // every non-empty result is zero
+      if (b.x_bart) cudaMemsetAsync(b.x_bart, 0, x_bar->size_bytes(), stream);
+      if (b.y_bar) cudaMemsetAsync(b.y_bar, 0, y_bar->size_bytes(), stream);
+      if (b.w_bar) cudaMemsetAsync(b.w_bar, 0, w_bar->size_bytes(), stream);
+      return cuda_status("tensor_product backward");
+    }
     if (b.x_bart || b.y_bar) {
-      const XyArgs<T> args{b.xt, b.y, b.w, b.ctt, b.x_bart, b.y_bar, d};
-      // One launch per l3, each adding into x_bar and y_bar; l3 = 3 first (the largest).
-      auto launch = [&](auto l3) {
-        constexpr int L3 = decltype(l3)::value;
-        const TileMap map = tile_map(d, L3);
-        // over the 48 KB default: opt in (per device, so on every launch; it is not a stream op)
-        cudaFuncSetAttribute(fc_xy_kernel<T, L3>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(XySmem<T>)));
-        fc_xy_kernel<T, L3><<<unsigned(map.start[4]), kThreads, sizeof(XySmem<T>), stream>>>(args, map);
-      };
-      launch(std::integral_constant<int, 3>{});
-      launch(std::integral_constant<int, 2>{});
-      launch(std::integral_constant<int, 1>{});
-      launch(std::integral_constant<int, 0>{});
+      const XyArgs<T> args{b.xt, b.y, b.w, b.ctt, b.x_bart, b.y_bar, b.x_part, b.y_part, d};
+      const TileMap map = tile_map(d, -1);  // l3 = 3 first (the heaviest tiles)
+      // over the 48 KB default: opt in (per device, so on every launch; it is not a stream op)
+      cudaFuncSetAttribute(fc_xy_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(XySmem<T>)));
+      fc_xy_kernel<T><<<unsigned(map.start[4]), kThreads, sizeof(XySmem<T>), stream>>>(args, map);
+      const int64_t nx = b.x_bart ? d.n * 16 * c_in : 0, ny = b.y_bar ? d.n * 16 : 0;
+      const unsigned blocks = grid_for(nx + ny, 256), cap = unsigned(8 * sm_count());
+      fc_xy_sum_kernel<T><<<blocks < cap ? blocks : cap, 256, 0, stream>>>(b.x_bart, b.x_part, nx, b.y_bar, b.y_part, ny);
     }
     if (b.w_bar) {
       const unsigned gy = grid_for(c_in, Chunk<T>::K), gz = grid_for(c_out, kBN);
