@@ -776,24 +776,16 @@ template <class T> __global__ void fc_slab_sum_kernel(const T* part, T* w_bar, i
 }
 
 // ------------------------------------------------------------------------------ launches
-// Tiles per group for l3 and a map in the order l3 = 3, 2, 1, 0 (the largest tiles first),
-// or only `only_l3` when it is >= 0.
-TileMap tile_map(const FcDims& d, int only_l3) {
+// Tiles per group for each l3, in the order l3 = 3, 2, 1, 0: the heaviest tiles (most paths)
+// first, so that the light ones fill the last wave.
+TileMap tile_map(const FcDims& d) {
   TileMap m{};
   m.start[0] = 0;
-  int o = 0;
-  for (int l3 = 3; l3 >= 0; --l3) {
-    if (only_l3 >= 0 && l3 != only_l3) continue;
-    const int R = kBM / (2 * l3 + 1);
+  for (int o = 0; o < 4; ++o) {
+    const int l3 = 3 - o, R = kBM / (2 * l3 + 1);
     m.l3_of[o] = l3;
     m.per_group[o] = (d.rows_per_group + R - 1) / R;
     m.start[o + 1] = m.start[o] + m.per_group[o] * d.groups;
-    ++o;
-  }
-  for (; o < 4; ++o) {
-    m.l3_of[o] = 0;
-    m.per_group[o] = 1;
-    m.start[o + 1] = m.start[o];
   }
   return m;
 }
@@ -809,7 +801,7 @@ ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi:
       cudaMemsetAsync(outt->untyped_data(), 0, outt->size_bytes(), stream);
       return cuda_status("tensor_product");
     }
-    const TileMap map = tile_map(d, -1);
+    const TileMap map = tile_map(d);
     const FwdArgs<T> args{xt.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), outt->typed_data<T>(), d};
     if (map.start[4] * grid_for(c_out, kBN) < 2 * sm_count()) {
       fc_fwd_kernel<T, 32><<<dim3(unsigned(map.start[4]), grid_for(c_out, 32)), kThreads, 0, stream>>>(args, map);
@@ -839,7 +831,7 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
     }
     if (b.x_bart || b.y_bar) {
       const XyArgs<T> args{b.xt, b.y, b.w, b.ctt, b.x_bart, b.y_bar, b.x_part, b.y_part, d};
-      const TileMap map = tile_map(d, -1);  // l3 = 3 first (the heaviest tiles)
+      const TileMap map = tile_map(d);  // l3 = 3 first (the heaviest tiles)
       // over the 48 KB default: opt in (per device, so on every launch; it is not a stream op)
       cudaFuncSetAttribute(fc_xy_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(XySmem<T>)));
       fc_xy_kernel<T><<<unsigned(map.start[4]), kThreads, sizeof(XySmem<T>), stream>>>(args, map);
