@@ -46,6 +46,17 @@ __device__ __forceinline__ void ldg_vec(const double* p, bool ok, double* v) {
   v[0] = q.x; v[1] = q.y;
 }
 
+// 16 bytes global -> shared through L2 only (cp.async.cg), zeros when !ok (src is then not read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool ok) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(ok ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
 __device__ __forceinline__ void lds4(const float* p, float* v) {
   const float4 q = *reinterpret_cast<const float4*>(p);
   v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
@@ -90,6 +101,17 @@ template <int L3, class F> __device__ int with_fc_path(int pi, F&& f) {
   return l1_out;
 }
 
+// Seed index of the pi-th path into l3 (seed order), by a short loop: a runtime lookup that
+// does not instantiate a path's code.
+__device__ __forceinline__ int fc_seed_index(int l3, int pi) {
+  int n = 0, p = 0;
+  for (int a = 0; a < 4; ++a)
+    for (int b = 0; b < 4; ++b)
+      for (int c = conv_abs(a - b); c <= conv_min(a + b, 3); ++c, ++p)
+        if (c == l3 && n++ == pi) return p;
+  return 0;
+}
+
 template <int L3> constexpr int fc_path_count() {
   int n = 0;
   for (int a = 0; a < 4; ++a)
@@ -129,9 +151,11 @@ __device__ TileRef locate(const TileMap& tm, const FcDims& d, int64_t item) {
 }
 
 // ------------------------------------------------------------------------------ forward
+// The W chunk is double-buffered: the next (path, chunk) step's copy (cp.async) flies during this
+// step's A stage and product. 36 KB (fp32) / 40 KB (fp64) of static shared memory.
 template <class T> struct FwdSmem {
   T a[Chunk<T>::K][kBM + kPad];  // A chunk, [u][(n, k)]
-  T b[Chunk<T>::K][kBN];         // W chunk, [u][w]
+  T b[2][Chunk<T>::K][kBN];      // W chunks, [buffer][u][w]
   T mat[kMatMax];
 };
 
@@ -208,6 +232,28 @@ __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0,
   }
 }
 
+// The forward's W chunk: b[uu][c] = W_p[u0 + uu, w0 + c] for uu < K, c < BN (zeros outside
+// C_in x C_out): 16-byte cp.async copies when C_out allows them (a V-group of channels is then
+// wholly inside or outside C_out, and 16-byte aligned), else plain loads and stores. The
+// caller commits the group.
+template <class T, int BN>
+__device__ void stage_w_chunk(const T* wp, const FcDims& d, int64_t u0, int64_t w0, T (*b)[kBN]) {
+  constexpr int BK = Chunk<T>::K, V = 16 / sizeof(T), G = BN / V;
+  const bool vec = d.c_out % V == 0;
+  for (int q = threadIdx.x; q < BK * G; q += kThreads) {
+    const int uu = q / G, c = q % G * V;
+    const int64_t u = u0 + uu, w = w0 + c;
+    const bool u_ok = u < d.c_in;
+    const T* src = wp + (u_ok ? u : 0) * d.c_out + (w < d.c_out ? w : 0);
+    if (vec) {
+      cp_async16(&b[uu][c], src, u_ok && w < d.c_out);
+    } else {
+#pragma unroll
+      for (int j = 0; j < V; ++j) b[uu][c + j] = (u_ok && w + j < d.c_out) ? ldg(src + j) : T(0);
+    }
+  }
+}
+
 // Thread layout of the 128 x BN product: 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times
 // BN / 8 channels {4 tw .. +3, 32 + 4 tw .. +3} (BN = 64) or {4 tw .. +3} (BN = 32).
 template <class T, int L3, int BN> __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T>& s) {
@@ -221,42 +267,52 @@ template <class T, int L3, int BN> __device__ void fwd_tile(const FwdArgs<T>& a,
   if constexpr (kSpare > 0)
     for (int q = tid; q < BK * kSpare; q += kThreads) s.a[q / kSpare][R * D + q % kSpare] = T(0);
 
+  // Steps run over (path, u chunk), paths in seed order. A step's W chunk is copied one step
+  // ahead; mat is rebuilt at each path's first step (its last reader, the previous step's A
+  // stage, is behind that step's second barrier).
+  auto path_weights = [&](int pi) {
+    return a.w + (int64_t(t.g) * kSeedPaths + fc_seed_index(L3, pi)) * a.d.c_in * a.d.c_out;
+  };
+  stage_w_chunk<T, BN>(path_weights(0), a.d, 0, w0, s.b[0]);
+  cp_async_commit();
+  int buf = 0;
   for (int pi = 0; pi < fc_path_count<L3>(); ++pi) {
-    __syncthreads();  // the previous path's readers of mat, a and b are done
-    int P = 0;
-    const int L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto p) {
+    const int L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
       build_matrices<decltype(l1)::value, decltype(l2)::value, L3>(a.y, t.row0, t.nrows, s.mat);
-      P = decltype(p)::value;
     });
-    const T* wp = a.w + (int64_t(t.g) * kSeedPaths + P) * a.d.c_in * a.d.c_out;
     for (int64_t u0 = 0; u0 < a.d.c_in; u0 += BK) {
-      __syncthreads();
+      __syncthreads();  // the last product is done with a and b[buf ^ 1]; mat is built
       switch (L1) {  // the A chunk, with the row's l1 block size known at compile time
         case 0: stage_a_chunk<T, 0, L3>(a, t, u0, s); break;
         case 1: stage_a_chunk<T, 1, L3>(a, t, u0, s); break;
         case 2: stage_a_chunk<T, 2, L3>(a, t, u0, s); break;
         default: stage_a_chunk<T, 3, L3>(a, t, u0, s); break;
       }
-      for (int q = tid; q < BK * BN; q += kThreads) {
-        const int uu = q / BN, c = q % BN;
-        const int64_t u = u0 + uu, wc = w0 + c;
-        s.b[uu][c] = (u < a.d.c_in && wc < a.d.c_out) ? wp[u * a.d.c_out + wc] : T(0);
-      }
+      // the next step's W chunk, issued after the A stage (whose registers are then free): it
+      // flies during this product and the next A stage
+      const bool same_path = u0 + BK < a.d.c_in;
+      if (same_path || pi + 1 < fc_path_count<L3>())
+        stage_w_chunk<T, BN>(path_weights(same_path ? pi : pi + 1), a.d, same_path ? u0 + BK : 0, w0, s.b[buf ^ 1]);
+      cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group
+      cp_async_wait<1>();  // this step's W chunk has landed
       __syncthreads();
+      const T(*b)[kBN] = s.b[buf];
 #pragma unroll 8
       for (int uu = 0; uu < BK; ++uu) {
         T av[8], bv[TN];
         lds4(&s.a[uu][4 * tm], av);
         lds4(&s.a[uu][64 + 4 * tm], av + 4);
-        lds4(&s.b[uu][4 * tw], bv);
-        if constexpr (TN == 8) lds4(&s.b[uu][32 + 4 * tw], bv + 4);
+        lds4(&b[uu][4 * tw], bv);
+        if constexpr (TN == 8) lds4(&b[uu][32 + 4 * tw], bv + 4);
 #pragma unroll
         for (int i = 0; i < 8; ++i)
 #pragma unroll
           for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
       }
+      buf ^= 1;
     }
   }
+  cp_async_wait<0>();
   const bool vec = a.d.c_out % 4 == 0;
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
@@ -562,16 +618,6 @@ template <class T> struct WSmem {
   T mat[WBuild<T>::kTiles * kMatMax];
 };
 
-// 16 bytes global -> shared through L2 only (cp.async.cg), zeros when !ok (src is then not read).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool ok) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(ok ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-// Waits until at most N of this thread's committed groups are still in flight.
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
 
 // 16 bytes (4 floats / 2 doubles) to shared memory; p 16-byte aligned.
 __device__ __forceinline__ void sts_vec(float* p, const float* v) {
