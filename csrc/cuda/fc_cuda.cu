@@ -6,6 +6,7 @@
 //   forward   out[(n,k), w]  = sum_{p,u} A_p[(n,k), u] W[p, u, w]      one CTA: 128 (n,k) x 64 w
 //   x/y_bar   G_p[(n,k), u]  = sum_w ct[(n,k), w] W[p, u, w], then contracted with M_p (x_bar)
 //             and with x (y_bar)                                       one CTA: 128 (n,k), all p
+//             into l3; one launch, each l3's copy summed in a fixed order by a second kernel
 //   w_bar     W_bar[p, u, w] = sum_{(n,k)} A_p[(n,k), u] ct[(n,k), w]  one CTA: one path, a slab
 //             of rows; slabs summed in a fixed order by a second kernel (no atomics).
 // A tile covers R = 128 / (2 l3 + 1) rows of one group and one l3, so that (n, k) fills 128.
@@ -152,7 +153,7 @@ __device__ TileRef locate(const TileMap& tm, const FcDims& d, int64_t item) {
 
 // ------------------------------------------------------------------------------ forward
 // The W chunk is double-buffered: the next (path, chunk) step's copy (cp.async) flies during this
-// step's A stage and product. 36 KB (fp32) / 40 KB (fp64) of static shared memory.
+// step's product and the next A stage. 36 KB (fp32) / 40 KB (fp64) of static shared memory.
 template <class T> struct FwdSmem {
   T a[Chunk<T>::K][kBM + kPad];  // A chunk, [u][(n, k)]
   T b[2][Chunk<T>::K][kBN];      // W chunks, [buffer][u][w]
@@ -329,8 +330,10 @@ template <class T, int L3, int BN> __device__ void fwd_tile(const FwdArgs<T>& a,
   }
 }
 
-// 4 CTAs per SM in fp32 (128 registers, no spill): the forward waits on its per-path barriers,
-// and more resident warps hide them (H200, 2026-11-28: 0.788 ms at 3 CTAs, 0.700 at 4).
+// 4 CTAs per SM in fp32: the forward waits on its per-path barriers, and more resident warps
+// hide them (H200, 2026-11-28: 0.788 ms at 3 CTAs, 0.700 at 4, ncu). At 128 registers the
+// BN = 64 kernel spills 196 B since the W chunk went double-buffered (none before); the copy
+// still won (H200, 2026-11-29, N = 20k pipelined: 0.618 -> 0.589 ms; fp64 1.295 -> 1.266).
 // BN = 64 output channels per CTA, or 32 when there are too few tiles to fill the GPU (small
 // N): twice the CTAs, each with half the product and the same staging.
 template <class T, int BN>
@@ -429,7 +432,8 @@ __device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, in
 // rows within its l3, so it stores (a path that is the first of its l1 into x_bar; y_bar at
 // the end) or adds to what it stored itself: no memset, no read of another CTA's writes. (With
 // one launch per l3, adding in stream order, each launch's CTA count at N = 1k was under one
-// wave, and the four launches took 4x one CTA's latency.)
+// wave, and the four launches took 4x one CTA's latency: ncu, H200, N = 1k, 0.444 -> 0.132 ms
+// (fp32); fwd+bwd pipelined 0.380 -> 0.165 ms at N = 1k and 1.83 -> 1.67 at N = 20k.)
 // Thread layout of the 128 x K product: 8 (n, k) rows as in the forward times K/8 channels u
 // {tu*K/8 ..}.
 template <class T, int L3>
@@ -611,7 +615,8 @@ template <class T> struct WBuild { static constexpr int kTiles = sizeof(T) == 4 
 
 // The ct chunk is double-buffered: the next chunk's copy (cp.async, no registers) flies during
 // this chunk's A stage and product. 54 KB of dynamic shared memory in fp32, 50 KB in fp64;
-// 4 CTAs per SM either way.
+// 4 CTAs per SM either way. With the heaviest-first grid, W_bar went 1.18 -> 0.82 ms (fp32,
+// N = 20k, ncu, H200), and 2.56 -> 2.12 in fp64.
 template <class T> struct WSmem {
   T a[WChunk<T>::M][Chunk<T>::K];     // A chunk, [(n, k)][u]
   T c[2][WChunk<T>::M][kBN];          // ct chunks, [buffer][(n, k)][w]
