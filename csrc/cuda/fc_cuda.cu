@@ -623,7 +623,6 @@ template <class T> struct WSmem {
   T mat[WBuild<T>::kTiles * kMatMax];
 };
 
-
 // 16 bytes (4 floats / 2 doubles) to shared memory; p 16-byte aligned.
 __device__ __forceinline__ void sts_vec(float* p, const float* v) {
   *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
