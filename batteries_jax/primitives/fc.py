@@ -6,8 +6,9 @@ first-order backward, closed under JVP and transposition):
 
 x ``[n, C_in, 16]``, y ``[n, 16]``, W ``[groups, 34, C_in, C_out]`` (rows in ``groups`` equal
 blocks, each with its own weights: one group unless the weights are vmapped, which folds the
-batch into the groups), out ``[n, C_out, 16]``. The kernels use the component-major layout
-``[n, 16, C]`` (channels contiguous); XLA transposes around the calls.
+batch into the groups), out ``[n, C_out, 16]``. The forward kernel takes this layout as it is;
+the backward kernels use the component-major layout ``[n, 16, C]`` (channels contiguous), and
+XLA transposes around their call.
 """
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def _lower(x, y, w):
     n, c_in, c_out, _ = _dims(x, w)
     if n * c_in * c_out == 0:
         return jnp.zeros((n, c_out, 16), x.dtype)
-    call = jax.ffi.ffi_call("bj_fc", jax.ShapeDtypeStruct((n, 16, c_out), x.dtype))
-    return jnp.swapaxes(call(jnp.swapaxes(x, 1, 2), y, w, **_attrs(x, w)), 1, 2)
+    call = jax.ffi.ffi_call("bj_fc", jax.ShapeDtypeStruct((n, c_out, 16), x.dtype))
+    return call(x, y, w, **_attrs(x, w))
 
 
 def _slabs(rows_per_group: int) -> int:

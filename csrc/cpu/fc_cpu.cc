@@ -11,28 +11,36 @@ template <class F> void for_each_seed_path_by_l3(F&& f) {
   static_for<0, 4>([&](auto l3) { for_each_fc_path<decltype(l3)::value>([&](auto l1, auto l2, auto p) { f(l1, l2, l3, p); }); });
 }
 
-// xt [n, 16, C_in] -> outt [n, 16, C_out] (component axis first, as the CUDA kernels use).
-template <class T> void fc_forward(const T* xt, const T* y, const T* w, T* outt, const FcDims& d) {
-  for (int64_t q = 0; q < d.n * d.c_out * 16; ++q) outt[q] = T(0);
+// x [n, C_in, 16] -> out [n, C_out, 16] (the public layout). Each row's output is summed
+// component-major in `acc` ([16][C_out], so that the innermost loop runs along contiguous
+// channels), then written out.
+template <class T> void fc_forward(const T* x, const T* y, const T* w, T* out, const FcDims& d) {
+  std::vector<T> acc(16 * d.c_out), a(d.c_in);
   for (int64_t n = 0; n < d.n; ++n) {
     const T* wg = w + (n / d.rows_per_group) * d.w_size();
+    const T* xn = x + n * d.c_in * 16;  // x[u * 16 + i]
+    for (auto& v : acc) v = T(0);
     for_each_seed_path_by_l3([&](auto l1, auto l2, auto l3, auto p) {
       constexpr int L1 = decltype(l1)::value, L2 = decltype(l2)::value, L3 = decltype(l3)::value;
       constexpr int D1 = 2 * L1 + 1, D3 = 2 * L3 + 1;
       T m[D1 * D3];
       fc_row_matrix<L1, L2, L3>(y + 16 * n + L2 * L2, m);
       const T* wp = wg + decltype(p)::value * d.c_in * d.c_out;
-      const T* xr = xt + (n * 16 + L1 * L1) * d.c_in;  // x[i * C_in + u]
       for (int k = 0; k < D3; ++k) {
-        T* orow = outt + (n * 16 + L3 * L3 + k) * d.c_out;
+        T* orow = acc.data() + (L3 * L3 + k) * d.c_out;
         for (int64_t u = 0; u < d.c_in; ++u) {
-          T a = T(0);  // A[(n, k), (p, u)]
-          for (int i = 0; i < D1; ++i) a += xr[i * d.c_in + u] * m[i * D3 + k];
+          T s = T(0);  // A[(n, k), (p, u)]
+          for (int i = 0; i < D1; ++i) s += xn[u * 16 + L1 * L1 + i] * m[i * D3 + k];
+          a[u] = s;
+        }
+        for (int64_t u = 0; u < d.c_in; ++u) {
           const T* wr = wp + u * d.c_out;
-          for (int64_t o = 0; o < d.c_out; ++o) orow[o] += a * wr[o];  // contiguous: vectorises
+          for (int64_t o = 0; o < d.c_out; ++o) orow[o] += a[u] * wr[o];  // contiguous: vectorises
         }
       }
     });
+    for (int64_t o = 0; o < d.c_out; ++o)
+      for (int c = 0; c < 16; ++c) out[(n * d.c_out + o) * 16 + c] = acc[c * d.c_out + o];
   }
 }
 
@@ -101,13 +109,13 @@ void fc_backward(const T* xt, const T* y, const T* w, const T* ctt, T* x_bart, T
   }
 }
 
-ffi::Error FcCpu(ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> outt,
+ffi::Error FcCpu(ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> out,
                  int64_t c_in, int64_t c_out, int64_t groups) {
   FcDims d;
-  if (auto err = fc_check(xt, y, w, *outt, c_in, c_out, groups, &d); !err.success()) return err;
-  return dispatch_float(outt->element_type(), "tensor_product", [&](auto tag) {
+  if (auto err = fc_check(x, y, w, *out, c_in, c_out, groups, &d); !err.success()) return err;
+  return dispatch_float(out->element_type(), "tensor_product", [&](auto tag) {
     using T = decltype(tag);
-    fc_forward<T>(xt.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), outt->typed_data<T>(), d);
+    fc_forward<T>(x.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), out->typed_data<T>(), d);
     return ffi::Error::Success();
   });
 }

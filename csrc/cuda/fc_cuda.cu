@@ -10,8 +10,9 @@
 //   w_bar     W_bar[p, u, w] = sum_{(n,k)} A_p[(n,k), u] ct[(n,k), w]  one CTA: one path, a slab
 //             of rows; slabs summed in a fixed order by a second kernel (no atomics).
 // A tile covers R = 128 / (2 l3 + 1) rows of one group and one l3, so that (n, k) fills 128.
-// x, ct, out and x_bar are component-major ([n, 16, C], fc_ffi.h): (n, k) indexes rows of
-// channel vectors, so every load and store along channels is contiguous.
+// The backward's x, ct and x_bar are component-major ([n, 16, C], fc_ffi.h): (n, k) indexes rows
+// of channel vectors, so every load and store along channels is contiguous. The forward reads x
+// and writes out in the public layout [n, C, 16] (stage_a_chunk, the end of fwd_tile).
 // Only the matrices M_p are built per path at compile time (build_matrices); the products are
 // one copy per l3, which keeps the build time and the instruction footprint small.
 #include <cuda_runtime.h>
@@ -169,12 +170,17 @@ template <class T> __device__ void stage_y_tile(const T* y, const TileRef& t, in
 }
 
 template <class T> struct FwdArgs {
-  const T* xt;  // [n, 16, C_in]
+  const T* x;  // [n, C_in, 16]
   const T* y;
   const T* w;
-  T* outt;      // [n, 16, C_out]
+  T* out;      // [n, C_out, 16]
   FcDims d;
 };
+
+// The output tile passes through shared memory 32 channels at a time, as o[r * (32 D + 1) +
+// w * D + k]: within a row, the order of out's [n, C_out, 16] layout (the padding word per row
+// spreads the rows' stores over the banks). R (32 D + 1) <= 33 kBM values; they overlay the
+// stages, which are dead by then.
 
 // 4 consecutive values to global memory (vectorised when aligned).
 template <class T> __device__ __forceinline__ void st4(T* p, const T* v, bool vec) {
@@ -208,35 +214,69 @@ __device__ __forceinline__ void load_x_block(const T* xr, int64_t c_in, int64_t 
   }
 }
 
-// The forward's A chunk: A[u][(r, k)] = sum_i x[n, u, i] M[r][i][k] for the BK channels from u0.
-// One item = one row and V = 16 bytes of channels: its l1 block of x comes in D1 vector loads,
-// and each M value read from shared memory serves V channels. Consecutive lanes take
-// consecutive rows, so the stores A[u][r * D + k] (odd D) and the reads of M (row stride
-// D1 * D, odd) fall in distinct banks.
+// N consecutive values p[OFF .. OFF + N) of one row's 16-component block (64 or 128 bytes,
+// aligned as its start) into v, with the widest loads the offsets allow (16, 8 or 4 bytes).
+template <class T, int OFF, int N> __device__ __forceinline__ void load_run(const T* p, T* v) {
+  if constexpr (N > 0) {
+    constexpr int V = 16 / int(sizeof(T));
+    if constexpr (OFF % V == 0 && N >= V) {
+      if constexpr (sizeof(T) == 4) {
+        const float4 q = __ldg(reinterpret_cast<const float4*>(p + OFF));
+        v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+      } else {
+        const double2 q = __ldg(reinterpret_cast<const double2*>(p + OFF));
+        v[0] = q.x; v[1] = q.y;
+      }
+      load_run<T, OFF + V, N - V>(p, v + V);
+    } else if constexpr (sizeof(T) == 4 && OFF % 2 == 0 && N >= 2) {
+      const float2 q = __ldg(reinterpret_cast<const float2*>(p + OFF));
+      v[0] = q.x; v[1] = q.y;
+      load_run<T, OFF + 2, N - 2>(p, v + 2);
+    } else {
+      v[0] = __ldg(p + OFF);
+      load_run<T, OFF + 1, N - 1>(p, v + 1);
+    }
+  }
+}
+
+// The forward's A chunk: A[u][(r, k)] = sum_i x[n, u, i] M[r][i][k] for the BK channels from u0,
+// x in the public layout [n, C_in, 16]. One item = one row and NC = BK / 8 channels {c, c + 8,
+// ...}: each channel's l1 block is one contiguous run (load_run), and each M value read from
+// shared memory serves NC channels. A warp's 32 items are 4 rows x 8 channels c, so the stores
+// A[u][r * D + k] (row stride kBM + kPad = 4 mod 32 words, odd D) fall in distinct banks.
 template <class T, int L1, int L3>
 __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0, FwdSmem<T>& s) {
-  constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, V = 16 / sizeof(T);
+  constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, NC = BK / 8;
   const int64_t c_in = a.d.c_in;
-  for (int q = threadIdx.x; q < R * (BK / V); q += kThreads) {
-    const int r = q % R, u = q / R * V;
+  for (int q = threadIdx.x; q < (R + 3) / 4 * 32; q += kThreads) {
+    const int c = q % 8, r = q / 32 * 4 + q / 8 % 4;
+    if (r >= R) continue;
     const bool row_ok = r < t.nrows;
-    const T* xr = a.xt + ((t.row0 + (row_ok ? r : 0)) * 16 + L1 * L1) * c_in + u0 + u;
-    T xv[D1][V];
-    load_x_block(xr, c_in, u0 + u, row_ok, xv);
+    T xv[NC][D1];
+#pragma unroll
+    for (int j = 0; j < NC; ++j) {
+      const int64_t u = u0 + c + 8 * j;
+      if (row_ok && u < c_in) {
+        load_run<T, L1 * L1, D1>(a.x + ((t.row0 + r) * c_in + u) * 16, xv[j]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < D1; ++i) xv[j][i] = T(0);
+      }
+    }
     const T* mr = s.mat + r * D1 * D;
 #pragma unroll
     for (int k = 0; k < D; ++k) {
-      T v[V];
+      T v[NC];
 #pragma unroll
-      for (int j = 0; j < V; ++j) v[j] = T(0);
+      for (int j = 0; j < NC; ++j) v[j] = T(0);
 #pragma unroll
       for (int i = 0; i < D1; ++i) {
         const T m = mr[i * D + k];
 #pragma unroll
-        for (int j = 0; j < V; ++j) v[j] += xv[i][j] * m;
+        for (int j = 0; j < NC; ++j) v[j] += xv[j][i] * m;
       }
 #pragma unroll
-      for (int j = 0; j < V; ++j) s.a[u + j][r * D + k] = v[j];
+      for (int j = 0; j < NC; ++j) s.a[c + 8 * j][r * D + k] = v[j];
     }
   }
 }
@@ -324,18 +364,28 @@ template <class T, int L3, int BN> __device__ void fwd_tile(const FwdArgs<T>& a,
     }
   }
   cp_async_wait<0>();
-  const bool vec = a.d.c_out % 4 == 0;
+  // The output in the public layout [n, C_out, 16]: each (row, channel) holds this l3's D
+  // components contiguously, 64 bytes apart from the next channel's. Through shared memory, so
+  // that a warp's stores run along (channel, k) in that order: runs of D values instead of
+  // single values 64 bytes apart.
+  T* const o = reinterpret_cast<T*>(&s);
+  constexpr int kRow = 32 * D + 1;
+  static_assert(sizeof(FwdSmem<T>) >= sizeof(T) * R * kRow, "the output tile overlays the stages");
 #pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const int m = (i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4), r = m / D, k = m % D;
-    if (r >= t.nrows) continue;
-    T* orow = a.outt + ((t.row0 + r) * 16 + L3 * L3 + k) * a.d.c_out;
+  for (int h = 0; h < TN / 4; ++h) {  // channels [w0 + 32 h, w0 + 32 h + 32)
+    __syncthreads();  // the last product is done with a and b (h = 0), the last copy-out (h = 1)
 #pragma unroll
-    for (int h = 0; h < TN / 4; ++h) {
-      const int64_t wc = w0 + 32 * h + 4 * tw;
-      if (wc + 4 <= a.d.c_out) st4(orow + wc, &acc[i][4 * h], vec);
-      else
-        for (int j = 0; j < 4 && wc + j < a.d.c_out; ++j) orow[wc + j] = acc[i][4 * h + j];
+    for (int i = 0; i < 8; ++i) {
+      const int m = (i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4), r = m / D, k = m % D;
+      if (r >= R) continue;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) o[r * kRow + (4 * tw + j) * D + k] = acc[i][4 * h + j];
+    }
+    __syncthreads();
+    const int64_t wb = w0 + 32 * h;
+    for (int q = tid; q < t.nrows * 32 * D; q += kThreads) {
+      const int r = q / (32 * D), wk = q % (32 * D), wl = wk / D, k = wk % D;
+      if (wb + wl < a.d.c_out) a.out[((t.row0 + r) * a.d.c_out + wb + wl) * 16 + L3 * L3 + k] = o[r * kRow + wk];
     }
   }
 }
@@ -851,19 +901,19 @@ TileMap tile_map(const FcDims& d) {
   return m;
 }
 
-ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w,
-                  ffi::Result<ffi::AnyBuffer> outt, int64_t c_in, int64_t c_out, int64_t groups) {
+ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::AnyBuffer w,
+                  ffi::Result<ffi::AnyBuffer> out, int64_t c_in, int64_t c_out, int64_t groups) {
   FcDims d;
-  if (auto err = fc_check(xt, y, w, *outt, c_in, c_out, groups, &d); !err.success()) return err;
-  return dispatch_float(outt->element_type(), "tensor_product", [&](auto tag) {
+  if (auto err = fc_check(x, y, w, *out, c_in, c_out, groups, &d); !err.success()) return err;
+  return dispatch_float(out->element_type(), "tensor_product", [&](auto tag) {
     using T = decltype(tag);
     if (d.n == 0 || c_out == 0) return ffi::Error::Success();
     if (c_in == 0) {
-      cudaMemsetAsync(outt->untyped_data(), 0, outt->size_bytes(), stream);
+      cudaMemsetAsync(out->untyped_data(), 0, out->size_bytes(), stream);
       return cuda_status("tensor_product");
     }
     const TileMap map = tile_map(d);
-    const FwdArgs<T> args{xt.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), outt->typed_data<T>(), d};
+    const FwdArgs<T> args{x.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), out->typed_data<T>(), d};
     // over the 48 KB default in fp64: opt in (per device, so on every launch; it is not a stream op)
     constexpr int smem = int(sizeof(FwdSmem<T>));
     if (map.start[4] * grid_for(c_out, kBN) < 2 * sm_count()) {
