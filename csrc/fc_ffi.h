@@ -1,11 +1,12 @@
 // The FFI signatures of the fully connected product (kernels/fc.h), shared by its CPU and
 // CUDA handlers. Attributes: c_in, c_out, groups (weights per block of rows).
-//   bj_fc:      x [n, C_in, 16], y [n, 16], w [groups, 34, C_in, C_out]  ->  out [n, C_out, 16]
+//   bj_fc:      x [n, C_in, 16], y [n, 16], w [groups, 34, C_in, C_out]
+//               -> out [n, C_out, 16] if public_out, else [n, 16, C_out]
 //   bj_fc_bwd:  xt [n, 16, C_in], y, w, ctt [n, 16, C_out]
 //               -> x_bart [n, 16, C_in], y_bar [n, 16], w_bar [groups, 34, C_in, C_out],
 //                  scratch [fc_scratch_size(...)]
-// The forward takes and returns the public layout [n, C, 16]: its kernel stages x and out
-// through shared memory, and two XLA transposes around it cost 11% of its time (H200, N = 20k).
+// The forward reads x in the public layout [n, C, 16]; it writes out in that layout too for
+// small grids (attribute public_out, chosen in fc.py), else component-major (fc_cuda.cu says why).
 // The backward's channel-carrying operands have the component axis before the channel axis
 // (transposed by XLA around the call), so that its kernels read and write channels
 // contiguously (coalesced, vectorised). A result not asked for is empty;
@@ -21,7 +22,8 @@ namespace bj {
 #define BJ_FC_ATTRS(bind) bind.Attr<int64_t>("c_in").Attr<int64_t>("c_out").Attr<int64_t>("groups")
 
 #define BJ_FC_BINDING(bind)                                                                            \
-  BJ_FC_ATTRS(bind.Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>())
+  BJ_FC_ATTRS(bind.Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()) \
+      .Attr<int64_t>("public_out")
 
 #define BJ_FC_BWD_BINDING(bind)                                                                    \
   BJ_FC_ATTRS(bind.Arg<ffi::AnyBuffer>()                                                           \

@@ -147,6 +147,18 @@ def test_fc_tile_edges(rng, dtype):
         assert_close(a, b, dtype, scale=30)
 
 
+@pytest.mark.parametrize("n", [40, 2100])
+def test_fc_forward_out_layouts(rng, n):
+    """The forward kernel writes out in the public layout for small grids and component-major
+    (transposed by XLA) for large ones (fc._public_out); both against the reference."""
+    from batteries_jax.primitives import fc
+    assert fc._public_out(n, 3, 1) == (n == 40)
+    x = jnp.asarray(rng.normal(size=(n, 2, 16)))
+    y = jnp.asarray(rng.normal(size=(n, 16)))
+    W = jnp.asarray(rng.normal(size=(34, 2, 3)))
+    assert_close(jax.jit(bj.tensor_product)(x, y, W), ref_fc(x, y, W), np.float64)
+
+
 def test_fc_ensemble_vmap_and_gradients(rng):
     """vmap over weights, over rows and weights together, and the ensemble's weight gradient."""
     x = jnp.asarray(rng.normal(size=(4, 6, 3, 16)))

@@ -6,9 +6,10 @@ first-order backward, closed under JVP and transposition):
 
 x ``[n, C_in, 16]``, y ``[n, 16]``, W ``[groups, 34, C_in, C_out]`` (rows in ``groups`` equal
 blocks, each with its own weights: one group unless the weights are vmapped, which folds the
-batch into the groups), out ``[n, C_out, 16]``. The forward kernel takes this layout as it is;
-the backward kernels use the component-major layout ``[n, 16, C]`` (channels contiguous), and
-XLA transposes around their call.
+batch into the groups), out ``[n, C_out, 16]``. The forward kernel reads x in this layout and,
+for small grids, writes out in it too (``_public_out``); otherwise it writes out component-major
+``[n, 16, C_out]``, as the backward kernels read and write every channel-carrying operand
+(channels contiguous), and XLA transposes around those calls.
 """
 from __future__ import annotations
 
@@ -40,12 +41,27 @@ def _out_shape(x, y, w):
     return (n, c_out, 16)
 
 
+# Row counts of a forward tile for l_out = 0..3 (fc_cuda.cu: kBM / (2 l + 1) rows of 128 (n, k)),
+# and the grid under which the forward kernel writes the public layout itself (about two CTAs
+# per SM on a 132-SM card); see fc_cuda.cu at fc_fwd_kernel for the measurements.
+_TILE_ROWS = (128, 42, 25, 18)
+SMALL_GRID = 256
+
+
+def _public_out(n, c_out, groups):
+    rows = n // groups
+    tiles = groups * sum(-(-rows // r) for r in _TILE_ROWS)
+    return tiles * -(-c_out // 64) < SMALL_GRID
+
+
 def _lower(x, y, w):
-    n, c_in, c_out, _ = _dims(x, w)
+    n, c_in, c_out, groups = _dims(x, w)
     if n * c_in * c_out == 0:
         return jnp.zeros((n, c_out, 16), x.dtype)
-    call = jax.ffi.ffi_call("bj_fc", jax.ShapeDtypeStruct((n, c_out, 16), x.dtype))
-    return call(x, y, w, **_attrs(x, w))
+    public = _public_out(n, c_out, groups)
+    call = jax.ffi.ffi_call("bj_fc", jax.ShapeDtypeStruct((n, c_out, 16) if public else (n, 16, c_out), x.dtype))
+    out = call(x, y, w, **_attrs(x, w), public_out=np.int64(public))
+    return out if public else jnp.swapaxes(out, 1, 2)
 
 
 def _slabs(rows_per_group: int) -> int:

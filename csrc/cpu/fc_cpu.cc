@@ -11,10 +11,10 @@ template <class F> void for_each_seed_path_by_l3(F&& f) {
   static_for<0, 4>([&](auto l3) { for_each_fc_path<decltype(l3)::value>([&](auto l1, auto l2, auto p) { f(l1, l2, l3, p); }); });
 }
 
-// x [n, C_in, 16] -> out [n, C_out, 16] (the public layout). Each row's output is summed
-// component-major in `acc` ([16][C_out], so that the innermost loop runs along contiguous
-// channels), then written out.
-template <class T> void fc_forward(const T* x, const T* y, const T* w, T* out, const FcDims& d) {
+// x [n, C_in, 16] -> out [n, C_out, 16] if public_out, else [n, 16, C_out] (fc_ffi.h). Each
+// row's output is summed component-major in `acc` ([16][C_out], so that the innermost loop runs
+// along contiguous channels), then written out.
+template <class T> void fc_forward(const T* x, const T* y, const T* w, T* out, const FcDims& d, bool public_out) {
   std::vector<T> acc(16 * d.c_out), a(d.c_in);
   for (int64_t n = 0; n < d.n; ++n) {
     const T* wg = w + (n / d.rows_per_group) * d.w_size();
@@ -39,8 +39,12 @@ template <class T> void fc_forward(const T* x, const T* y, const T* w, T* out, c
         }
       }
     });
-    for (int64_t o = 0; o < d.c_out; ++o)
-      for (int c = 0; c < 16; ++c) out[(n * d.c_out + o) * 16 + c] = acc[c * d.c_out + o];
+    if (public_out) {
+      for (int64_t o = 0; o < d.c_out; ++o)
+        for (int c = 0; c < 16; ++c) out[(n * d.c_out + o) * 16 + c] = acc[c * d.c_out + o];
+    } else {
+      for (int64_t q = 0; q < 16 * d.c_out; ++q) out[n * 16 * d.c_out + q] = acc[q];
+    }
   }
 }
 
@@ -110,12 +114,12 @@ void fc_backward(const T* xt, const T* y, const T* w, const T* ctt, T* x_bart, T
 }
 
 ffi::Error FcCpu(ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> out,
-                 int64_t c_in, int64_t c_out, int64_t groups) {
+                 int64_t c_in, int64_t c_out, int64_t groups, int64_t public_out) {
   FcDims d;
   if (auto err = fc_check(x, y, w, *out, c_in, c_out, groups, &d); !err.success()) return err;
   return dispatch_float(out->element_type(), "tensor_product", [&](auto tag) {
     using T = decltype(tag);
-    fc_forward<T>(x.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), out->typed_data<T>(), d);
+    fc_forward<T>(x.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), out->typed_data<T>(), d, public_out != 0);
     return ffi::Error::Success();
   });
 }

@@ -173,7 +173,7 @@ template <class T> struct FwdArgs {
   const T* x;  // [n, C_in, 16]
   const T* y;
   const T* w;
-  T* out;      // [n, C_out, 16]
+  T* out;      // [n, C_out, 16] (BN = 32) or [n, 16, C_out] (BN = 64): fc_fwd_kernel
   FcDims d;
 };
 
@@ -305,7 +305,7 @@ __device__ void stage_w_chunk(const T* wp, const FcDims& d, int64_t u0, int64_t 
 
 // Thread layout of the 128 x BN product: 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times
 // BN / 8 channels {4 tw .. +3, 32 + 4 tw .. +3} (BN = 64) or {4 tw .. +3} (BN = 32).
-template <class T, int L3, int BN> __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T>& s) {
+template <class T, int L3, int BN, bool kPublicOut> __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T>& s) {
   constexpr int D = 2 * L3 + 1, BK = Chunk<T>::K, TN = BN / 8;
   const int tid = threadIdx.x, tm = tid % 16, tw = tid / 16;
   constexpr int R = Tile<L3>::R;
@@ -364,28 +364,45 @@ template <class T, int L3, int BN> __device__ void fwd_tile(const FwdArgs<T>& a,
     }
   }
   cp_async_wait<0>();
-  // The output in the public layout [n, C_out, 16]: each (row, channel) holds this l3's D
-  // components contiguously, 64 bytes apart from the next channel's. Through shared memory, so
-  // that a warp's stores run along (channel, k) in that order: runs of D values instead of
-  // single values 64 bytes apart.
-  T* const o = reinterpret_cast<T*>(&s);
-  constexpr int kRow = 32 * D + 1;
-  static_assert(sizeof(FwdSmem<T>) >= sizeof(T) * R * kRow, "the output tile overlays the stages");
+  if constexpr (kPublicOut) {
+    // The output in the public layout [n, C_out, 16]: each (row, channel) holds this l3's D
+    // components contiguously, 64 bytes apart from the next channel's. Through shared memory, so
+    // that a warp's stores run along (channel, k) in that order: runs of D values instead of
+    // single values 64 bytes apart.
+    T* const o = reinterpret_cast<T*>(&s);
+    constexpr int kRow = 32 * D + 1;
+    static_assert(sizeof(FwdSmem<T>) >= sizeof(T) * R * kRow, "the output tile overlays the stages");
 #pragma unroll
-  for (int h = 0; h < TN / 4; ++h) {  // channels [w0 + 32 h, w0 + 32 h + 32)
-    __syncthreads();  // the last product is done with a and b (h = 0), the last copy-out (h = 1)
+    for (int h = 0; h < TN / 4; ++h) {  // channels [w0 + 32 h, w0 + 32 h + 32)
+      __syncthreads();  // the last product is done with a and b (h = 0), the last copy-out (h = 1)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int m = (i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4), r = m / D, k = m % D;
+        if (r >= R) continue;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) o[r * kRow + (4 * tw + j) * D + k] = acc[i][4 * h + j];
+      }
+      __syncthreads();
+      const int64_t wb = w0 + 32 * h;
+      for (int q = tid; q < t.nrows * 32 * D; q += kThreads) {
+        const int r = q / (32 * D), wk = q % (32 * D), wl = wk / D, k = wk % D;
+        if (wb + wl < a.d.c_out) a.out[((t.row0 + r) * a.d.c_out + wb + wl) * 16 + L3 * L3 + k] = o[r * kRow + wk];
+      }
+    }
+  } else {  // component-major [n, 16, C_out]: vector stores along channels
+    const bool vec = a.d.c_out % 4 == 0;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       const int m = (i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4), r = m / D, k = m % D;
-      if (r >= R) continue;
+      if (r >= t.nrows) continue;
+      T* orow = a.out + ((t.row0 + r) * 16 + L3 * L3 + k) * a.d.c_out;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) o[r * kRow + (4 * tw + j) * D + k] = acc[i][4 * h + j];
-    }
-    __syncthreads();
-    const int64_t wb = w0 + 32 * h;
-    for (int q = tid; q < t.nrows * 32 * D; q += kThreads) {
-      const int r = q / (32 * D), wk = q % (32 * D), wl = wk / D, k = wk % D;
-      if (wb + wl < a.d.c_out) a.out[((t.row0 + r) * a.d.c_out + wb + wl) * 16 + L3 * L3 + k] = o[r * kRow + wk];
+      for (int h = 0; h < TN / 4; ++h) {
+        const int64_t wc = w0 + 32 * h + 4 * tw;
+        if (wc + 4 <= a.d.c_out) st4(orow + wc, &acc[i][4 * h], vec);
+        else
+          for (int j = 0; j < 4 && wc + j < a.d.c_out; ++j) orow[wc + j] = acc[i][4 * h + j];
+      }
     }
   }
 }
@@ -394,8 +411,14 @@ template <class T, int L3, int BN> __device__ void fwd_tile(const FwdArgs<T>& a,
 // hide them (H200, 2026-11-28: 0.788 ms at 3 CTAs, 0.700 at 4, ncu). At 128 registers the
 // BN = 64 kernel spills 196 B since the W chunk went double-buffered (none before); the copy
 // still won (H200, 2026-11-29, N = 20k pipelined: 0.618 -> 0.589 ms; fp64 1.295 -> 1.266).
-// BN = 64 output channels per CTA, or 32 when there are too few tiles to fill the GPU (small
-// N): twice the CTAs, each with half the product and the same staging.
+// BN = 64 output channels per CTA, or 32 for small grids (the caller's `public_out`, small N):
+// twice the CTAs, each with half the product and the same staging. The two also differ in the
+// layout of out (one source of truth: fc.py, _public_out): BN = 32 writes the public layout
+// [n, C_out, 16] itself, which saves a launch where launches are most of the time (N = 1k:
+// 0.057 -> 0.055 ms pipelined, H200, 2026-11-29); BN = 64 writes component-major [n, 16, C_out]
+// for XLA to transpose, because its 64-byte (row, channel) blocks, written in parts by the four
+// l3's tiles at different times, cost more than the transpose (N = 20k: 0.544 ms with the
+// transpose, 0.572 without; tiles ordered by row across l3 to write the parts together: 0.795).
 template <class T, int BN>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_fwd_kernel(FwdArgs<T> a, TileMap map) {
   extern __shared__ __align__(16) unsigned char fwd_smem[];
@@ -403,10 +426,10 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_fwd_kerne
   const TileRef t = locate(map, a.d, blockIdx.x);
   const int w0 = blockIdx.y * BN;
   switch (t.l3) {
-    case 0: fwd_tile<T, 0, BN>(a, t, w0, s); break;
-    case 1: fwd_tile<T, 1, BN>(a, t, w0, s); break;
-    case 2: fwd_tile<T, 2, BN>(a, t, w0, s); break;
-    default: fwd_tile<T, 3, BN>(a, t, w0, s); break;
+    case 0: fwd_tile<T, 0, BN, BN == 32>(a, t, w0, s); break;
+    case 1: fwd_tile<T, 1, BN, BN == 32>(a, t, w0, s); break;
+    case 2: fwd_tile<T, 2, BN, BN == 32>(a, t, w0, s); break;
+    default: fwd_tile<T, 3, BN, BN == 32>(a, t, w0, s); break;
   }
 }
 
@@ -902,7 +925,8 @@ TileMap tile_map(const FcDims& d) {
 }
 
 ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::AnyBuffer w,
-                  ffi::Result<ffi::AnyBuffer> out, int64_t c_in, int64_t c_out, int64_t groups) {
+                  ffi::Result<ffi::AnyBuffer> out, int64_t c_in, int64_t c_out, int64_t groups,
+                  int64_t public_out) {
   FcDims d;
   if (auto err = fc_check(x, y, w, *out, c_in, c_out, groups, &d); !err.success()) return err;
   return dispatch_float(out->element_type(), "tensor_product", [&](auto tag) {
@@ -916,10 +940,10 @@ ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::
     const FwdArgs<T> args{x.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), out->typed_data<T>(), d};
     // over the 48 KB default in fp64: opt in (per device, so on every launch; it is not a stream op)
     constexpr int smem = int(sizeof(FwdSmem<T>));
-    if (map.start[4] * grid_for(c_out, kBN) < 2 * sm_count()) {
+    if (public_out) {  // out [n, C_out, 16]
       cudaFuncSetAttribute(fc_fwd_kernel<T, 32>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
       fc_fwd_kernel<T, 32><<<dim3(unsigned(map.start[4]), grid_for(c_out, 32)), kThreads, smem, stream>>>(args, map);
-    } else {
+    } else {  // out [n, 16, C_out]
       cudaFuncSetAttribute(fc_fwd_kernel<T, kBN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
       fc_fwd_kernel<T, kBN><<<dim3(unsigned(map.start[4]), grid_for(c_out, kBN)), kThreads, smem, stream>>>(args, map);
     }
