@@ -11,8 +11,8 @@
 // (transposed by XLA around the call), so that its kernels read and write channels
 // contiguously (coalesced, vectorised). A result not asked for is empty;
 // an operand that no requested result reads (x without y_bar / w_bar, w without x_bar /
-// y_bar) may be empty. `scratch` is the CUDA handler's workspace (fc_scratch_size; the CPU
-// handler leaves it alone).
+// y_bar) may be empty. `scratch` is the CUDA handler's workspace (fc_scratch_size); the CPU
+// handler's call passes it empty.
 #pragma once
 #include "ffi_common.h"
 #include "kernels/fc.h"
@@ -69,7 +69,7 @@ inline ffi::Error fc_check_bwd(const ffi::AnyBuffer& xt, const ffi::AnyBuffer& y
                                const ffi::AnyBuffer& ctt, const ffi::AnyBuffer& x_bar,
                                const ffi::AnyBuffer& y_bar, const ffi::AnyBuffer& w_bar,
                                const ffi::AnyBuffer& scratch, int64_t c_in, int64_t c_out, int64_t groups,
-                               int64_t slabs, FcDims* d) {
+                               int64_t slabs, FcDims* d, bool with_scratch = true) {
   if (auto err = fc_dims(y, c_in, c_out, groups, d); !err.success()) return err;
   const auto dt = ctt.element_type();
   const bool need_x = x_bar.element_count() > 0, need_y = y_bar.element_count() > 0,
@@ -79,7 +79,7 @@ inline ffi::Error fc_check_bwd(const ffi::AnyBuffer& xt, const ffi::AnyBuffer& y
       !sized_as(xt, dt, d->n * c_in * 16, !x_read) || !sized_as(w, dt, groups * d->w_size(), !w_read) ||
       !sized_as(x_bar, dt, d->n * c_in * 16, true) || !sized_as(y_bar, dt, d->n * 16, true) ||
       !sized_as(w_bar, dt, groups * d->w_size(), true) ||
-      !sized_as(scratch, dt, fc_scratch_size(*d, slabs, need_x, need_y, need_w), false))
+      !sized_as(scratch, dt, with_scratch ? fc_scratch_size(*d, slabs, need_x, need_y, need_w) : 0, false))
     return ffi::Error::InvalidArgument("tensor_product backward: operand sizes or dtypes do not match");
   return ffi::Error::Success();
 }
@@ -96,6 +96,10 @@ template <class T> struct FcBwdBuffers {
       : xt(or_null<const T>(xt_)), y(y_.typed_data<T>()), w(or_null<const T>(w_)), ctt(ctt_.typed_data<T>()),
         x_bart(or_null<T>(x_bar_)), y_bar(or_null<T>(y_bar_)), w_bar(or_null<T>(w_bar_)) {
     T* at = or_null<T>(scratch);
+    if (!at) {  // no workspace (the CPU handler's call, or no result asked for)
+      w_part = x_part = y_part = nullptr;
+      return;
+    }
     w_part = w_bar ? at : nullptr;
     if (w_bar) at += d.groups * slabs * d.w_size();
     x_part = x_bart ? at : nullptr;

@@ -159,6 +159,20 @@ def test_fc_forward_out_layouts(rng, n):
     assert_close(jax.jit(bj.tensor_product)(x, y, W), ref_fc(x, y, W), np.float64)
 
 
+def test_fc_backward_workspace_only_on_cuda():
+    """The backward's workspace (slab and per-l3 partials) is allocated for the CUDA handler only:
+    the CPU lowering passes an empty one."""
+    f = jax.jit(jax.grad(lambda *a: jnp.sum(bj.tensor_product(*a) ** 2), (0, 1, 2)))
+    args = (jnp.ones((300, 3, 16)), jnp.ones((300, 16)), jnp.ones((34, 3, 5)))
+    sizes = {}
+    for platform in ("cpu", "cuda"):
+        checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in ("bj_fc", "bj_fc_bwd")]
+        text = jax.export.export(f, platforms=[platform], disabled_checks=checks)(*args).mlir_module()
+        call = next(line for line in text.splitlines() if "custom_call @bj_fc_bwd" in line)
+        sizes[platform] = int(re.findall(r"tensor<(\d+)x?f\d+>", call.split("->")[-1])[-1])
+    assert sizes["cpu"] == 0 and sizes["cuda"] > 0, sizes
+
+
 def test_fc_ensemble_vmap_and_gradients(rng):
     """vmap over weights, over rows and weights together, and the ensemble's weight gradient."""
     x = jnp.asarray(rng.normal(size=(4, 6, 3, 16)))

@@ -30,10 +30,17 @@ def make_primitive(name: str, multiple_results: bool = False) -> Primitive:
     return prim
 
 
-def register_ffi_lowering(prim: Primitive, build_call) -> None:
+def register_ffi_lowering(prim: Primitive, build_call, by_platform: bool = False) -> None:
     """``build_call(*operands, **params)`` calls ``jax.ffi.ffi_call`` on jnp values; the same
-    target name has a CPU and a CUDA handler, so one lowering serves both platforms."""
-    mlir.register_lowering(prim, mlir.lower_fun(build_call, multiple_results=prim.multiple_results))
+    target name has a CPU and a CUDA handler, so one lowering serves both platforms. With
+    ``by_platform``, build_call also gets ``platform`` ("cpu" or "cuda"): for calls whose
+    operands differ by handler (e.g. a workspace only the CUDA handler uses)."""
+    if not by_platform:
+        mlir.register_lowering(prim, mlir.lower_fun(build_call, multiple_results=prim.multiple_results))
+        return
+    for platform in ("cpu", "cuda"):
+        rule = mlir.lower_fun(functools.partial(build_call, platform=platform), multiple_results=prim.multiple_results)
+        mlir.register_lowering(prim, rule, platform=platform)
 
 
 def composite_tangent(fn, primals, tangents, n: int):

@@ -42,9 +42,10 @@ def _unfold(a, B):
 class MultilinearFamily:
     """``out_shape(*inputs)`` -> forward shape; ``lower_fwd(*inputs)`` and
     ``lower_bwd(*inputs, ct, need)`` build the FFI calls (jnp values in, jnp values out; the
-    backward returns the requested gradients in input order)."""
+    backward returns the requested gradients in input order). With ``bwd_by_platform``,
+    lower_bwd also gets ``platform`` ("cpu" or "cuda")."""
 
-    def __init__(self, name: str, n_inputs: int, out_shape, lower_fwd, lower_bwd):
+    def __init__(self, name: str, n_inputs: int, out_shape, lower_fwd, lower_bwd, bwd_by_platform: bool = False):
         self.k = n_inputs
         self.out_shape = out_shape
         self.fwd = make_primitive(f"bj_{name}")
@@ -63,7 +64,7 @@ class MultilinearFamily:
         batching.primitive_batchers[self.tan] = self._tan_batch
 
         self.bwd.def_abstract_eval(self._bwd_abstract)
-        register_ffi_lowering(self.bwd, lower_bwd)
+        register_ffi_lowering(self.bwd, lower_bwd, by_platform=bwd_by_platform)
         ad.primitive_jvps[self.bwd] = self._bwd_jvp
         ad.primitive_transposes[self.bwd] = self._bwd_transpose
         batching.primitive_batchers[self.bwd] = self._bwd_batch

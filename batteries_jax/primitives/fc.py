@@ -68,7 +68,7 @@ def _slabs(rows_per_group: int) -> int:
     return int(max(1, min(MAX_SLABS, -(-rows_per_group // MIN_ROWS_PER_SLAB))))
 
 
-def _lower_bwd(x, y, w, ct, *, need):
+def _lower_bwd(x, y, w, ct, *, need, platform):
     n, c_in, c_out, groups = _dims(x, w)
     shapes = (x.shape, y.shape, w.shape)
     dt = ct.dtype
@@ -80,9 +80,10 @@ def _lower_bwd(x, y, w, ct, *, need):
     kernel_shapes = ((n, 16, c_in), y.shape, w.shape)  # x_bar comes back as [n, 16, C_in]
     results = [jax.ShapeDtypeStruct(s if flag else (0,), dt) for s, flag in zip(kernel_shapes, need)]
     # the CUDA handler's workspace (fc_ffi.h, fc_scratch_size): w_bar's slab partials, then the
-    # x_bar and y_bar partials of the l3 = 2, 1, 0 tiles
-    scratch = ((groups * slabs * 34 * c_in * c_out if need[2] else 0) + (3 * n * 16 * c_in if need[0] else 0)
-               + (3 * n * 16 if need[1] else 0))
+    # x_bar and y_bar partials of the l3 = 2, 1, 0 tiles; the CPU handler takes none
+    scratch = 0 if platform == "cpu" else (
+        (groups * slabs * 34 * c_in * c_out if need[2] else 0) + (3 * n * 16 * c_in if need[0] else 0)
+        + (3 * n * 16 if need[1] else 0))
     results.append(jax.ShapeDtypeStruct((scratch,), dt))
     outs = jax.ffi.ffi_call("bj_fc_bwd", results)(
         jnp.swapaxes(x, 1, 2) if x_read else empty, y, w if w_read else empty, jnp.swapaxes(ct, 1, 2),
@@ -91,5 +92,5 @@ def _lower_bwd(x, y, w, ct, *, need):
     return [o for o, flag in zip(outs, need) if flag]
 
 
-FC = MultilinearFamily("fc", 3, _out_shape, _lower, _lower_bwd)
+FC = MultilinearFamily("fc", 3, _out_shape, _lower, _lower_bwd, bwd_by_platform=True)
 fc_p, fc_tan_p, fc_bwd_p = FC.fwd, FC.tan, FC.bwd

@@ -129,7 +129,8 @@ ffi::Error FcBwdCpu(ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::
                     ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> scratch, int64_t c_in,
                     int64_t c_out, int64_t groups, int64_t slabs) {
   FcDims d;
-  if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *scratch, c_in, c_out, groups, slabs, &d);
+  if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *scratch, c_in, c_out, groups, slabs, &d,
+                                /*with_scratch=*/false);
       !err.success())
     return err;
   return dispatch_float(ctt.element_type(), "tensor_product", [&](auto tag) {
