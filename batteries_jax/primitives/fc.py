@@ -41,16 +41,17 @@ def _out_shape(x, y, w):
     return (n, c_out, 16)
 
 
-# Row counts of a forward tile for l_out = 0..3 (fc_cuda.cu: kBM / (2 l + 1) rows of 128 (n, k)),
-# and the grid under which the forward kernel writes the public layout itself (about two CTAs
-# per SM on a 132-SM card); see fc_cuda.cu at fc_fwd_kernel for the measurements.
-_TILE_ROWS = (128, 42, 25, 18)
+# A forward tile holds TILE_PAIRS (row, component) pairs of one l_out, so 128 // (2 l + 1) rows
+# (fc_cuda.cu: kBM, Tile<L3>::R). Under SMALL_GRID tiles x channel blocks (about two CTAs per SM
+# on a 132-SM card) the forward kernel writes the public layout itself; see fc_cuda.cu at
+# fc_fwd_kernel for the measurements.
+TILE_PAIRS = 128
 SMALL_GRID = 256
 
 
 def _public_out(n, c_out, groups):
     rows = n // groups
-    tiles = groups * sum(-(-rows // r) for r in _TILE_ROWS)
+    tiles = groups * sum(-(-rows // (TILE_PAIRS // (2 * l + 1))) for l in range(4))
     return tiles * -(-c_out // 64) < SMALL_GRID
 
 

@@ -177,11 +177,6 @@ template <class T> struct FwdArgs {
   FcDims d;
 };
 
-// The output tile passes through shared memory 32 channels at a time, as o[r * (32 D + 1) +
-// w * D + k]: within a row, the order of out's [n, C_out, 16] layout (the padding word per row
-// spreads the rows' stores over the banks). R (32 D + 1) <= 33 kBM values; they overlay the
-// stages, which are dead by then.
-
 // 4 consecutive values to global memory (vectorised when aligned).
 template <class T> __device__ __forceinline__ void st4(T* p, const T* v, bool vec) {
   if (vec) {
@@ -368,7 +363,9 @@ template <class T, int L3, int BN, bool kPublicOut> __device__ void fwd_tile(con
     // The output in the public layout [n, C_out, 16]: each (row, channel) holds this l3's D
     // components contiguously, 64 bytes apart from the next channel's. Through shared memory, so
     // that a warp's stores run along (channel, k) in that order: runs of D values instead of
-    // single values 64 bytes apart.
+    // single values 64 bytes apart. 32 channels at a time, as o[r * (32 D + 1) + w * D + k]
+    // (the padding word per row spreads the rows' stores over the banks), overlaying the
+    // stages, which are dead by then.
     T* const o = reinterpret_cast<T*>(&s);
     constexpr int kRow = 32 * D + 1;
     static_assert(sizeof(FwdSmem<T>) >= sizeof(T) * R * kRow, "the output tile overlays the stages");
@@ -409,8 +406,9 @@ template <class T, int L3, int BN, bool kPublicOut> __device__ void fwd_tile(con
 
 // 4 CTAs per SM in fp32: the forward waits on its per-path barriers, and more resident warps
 // hide them (H200, 2026-11-28: 0.788 ms at 3 CTAs, 0.700 at 4, ncu). At 128 registers the
-// BN = 64 kernel spills 196 B since the W chunk went double-buffered (none before); the copy
-// still won (H200, 2026-11-29, N = 20k pipelined: 0.618 -> 0.589 ms; fp64 1.295 -> 1.266).
+// BN = 64 kernel spills (196 B when the W chunk went double-buffered, which still won: H200,
+// 2026-11-29, N = 20k pipelined 0.618 -> 0.589 ms; 84 B since the y tile and the public-layout
+// x reads; benchmarks/ptxas_summary.sh prints it). The spill loads sit outside the product loop.
 // BN = 64 output channels per CTA, or 32 for small grids (the caller's `public_out`, small N):
 // twice the CTAs, each with half the product and the same staging. The two also differ in the
 // layout of out (one source of truth: fc.py, _public_out): BN = 32 writes the public layout
