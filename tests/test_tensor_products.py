@@ -393,10 +393,11 @@ def test_gpu_simple_matches_cpu(rng, dtype):
 
 
 @requires_gpu
-def test_gpu_fc_deterministic(rng):
-    x = jnp.asarray(rng.normal(size=(2000, 8, 16)), jnp.float32)
-    y = jnp.asarray(rng.normal(size=(2000, 16)), jnp.float32)
-    W = jnp.asarray(rng.normal(size=(34, 8, 8)), jnp.float32)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gpu_fc_deterministic(rng, dtype):
+    x = jnp.asarray(rng.normal(size=(2000, 8, 16)), dtype)
+    y = jnp.asarray(rng.normal(size=(2000, 16)), dtype)
+    W = jnp.asarray(rng.normal(size=(34, 8, 8)), dtype)
     f = jax.jit(jax.grad(lambda x, y, W: jnp.sum(bj.tensor_product(x, y, W) ** 2), (0, 1, 2)))
     first = f(x, y, W)
     for _ in range(3):

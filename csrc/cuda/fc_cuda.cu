@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda/cuda_common.h"
+#include "cuda/dmma.cuh"
 #include "fc_ffi.h"
 
 namespace bj {
@@ -157,9 +158,14 @@ __device__ TileRef locate(const TileMap& tm, const FcDims& d, int64_t item) {
 // step's product and the next A stage. The tile's y rows are staged once, so that each path's
 // matrices are built from shared memory instead of waiting on global loads. 44 KB (fp32) /
 // 56 KB (fp64) of dynamic shared memory.
+// Row lengths of the A and W stages: kBM + kPad and kBN for the fp32 FMA tiles, dmma_ld (= 4
+// mod 16, conflict-free fragment loads) for the fp64 DMMA blocks.
+template <class T> constexpr int kFwdLdA = sizeof(T) == 8 ? dmma_ld(kBM) : kBM + kPad;
+template <class T> constexpr int kFwdLdB = sizeof(T) == 8 ? dmma_ld(kBN) : kBN;
+
 template <class T> struct FwdSmem {
-  T a[Chunk<T>::K][kBM + kPad];  // A chunk, [u][(n, k)]
-  T b[2][Chunk<T>::K][kBN];      // W chunks, [buffer][u][w]
+  T a[Chunk<T>::K][kFwdLdA<T>];  // A chunk, [u][(n, k)]
+  T b[2][Chunk<T>::K][kFwdLdB<T>];  // W chunks, [buffer][u][w]
   T mat[kMatMax];
   T yt[kBM * 16];                // the tile's rows of y (zeros past nrows)
 };
@@ -177,17 +183,20 @@ template <class T> struct FwdArgs {
   FcDims d;
 };
 
-// 4 consecutive values to global memory (vectorised when aligned).
-template <class T> __device__ __forceinline__ void st4(T* p, const T* v, bool vec) {
+// N = 2 or 4 consecutive values to global memory, vectorised when vec (p then aligned to them).
+template <int N, class T> __device__ __forceinline__ void st_run(T* p, const T* v, bool vec) {
   if (vec) {
-    if constexpr (sizeof(T) == 4) {
+    if constexpr (sizeof(T) == 4 && N == 4) {
       *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    } else if constexpr (sizeof(T) == 4) {
+      *reinterpret_cast<float2*>(p) = make_float2(v[0], v[1]);
     } else {
-      reinterpret_cast<double2*>(p)[0] = make_double2(v[0], v[1]);
-      reinterpret_cast<double2*>(p)[1] = make_double2(v[2], v[3]);
+#pragma unroll
+      for (int j = 0; j < N; j += 2) reinterpret_cast<double2*>(p)[j / 2] = make_double2(v[j], v[j + 1]);
     }
   } else {
-    for (int j = 0; j < 4; ++j) p[j] = v[j];
+#pragma unroll
+    for (int j = 0; j < N; ++j) p[j] = v[j];
   }
 }
 
@@ -281,7 +290,7 @@ __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0,
 // wholly inside or outside C_out, and 16-byte aligned), else plain loads and stores. The
 // caller commits the group.
 template <class T, int BN>
-__device__ void stage_w_chunk(const T* wp, const FcDims& d, int64_t u0, int64_t w0, T (*b)[kBN]) {
+__device__ void stage_w_chunk(const T* wp, const FcDims& d, int64_t u0, int64_t w0, T (*b)[kFwdLdB<T>]) {
   constexpr int BK = Chunk<T>::K, V = 16 / sizeof(T), G = BN / V;
   const bool vec = d.c_out % V == 0;
   for (int q = threadIdx.x; q < BK * G; q += kThreads) {
@@ -298,15 +307,81 @@ __device__ void stage_w_chunk(const T* wp, const FcDims& d, int64_t u0, int64_t 
   }
 }
 
-// Thread layout of the 128 x BN product: 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times
-// BN / 8 channels {4 tw .. +3, 32 + 4 tw .. +3} (BN = 64) or {4 tw .. +3} (BN = 32).
+// The forward's 128 x BN accumulators and product, one chunk at a time. visit_runs(f) calls
+// f(m, h, wl, v) for each run of kRun consecutive output channels that the thread holds: (n, k)
+// pair m, channels w0 + 32 h + wl + [0, kRun), values v[0 .. kRun).
+template <class T, int BN> struct FwdAcc;
+
+// fp32: FMAs on a thread tile of 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times BN / 8
+// channels {4 tw .. +3, 32 + 4 tw .. +3} (BN = 64) or {4 tw .. +3} (BN = 32).
+template <int BN> struct FwdAcc<float, BN> {
+  static constexpr int TN = BN / 8, kRun = 4;
+  float v[8][TN];
+  __device__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) v[i][j] = 0.f;
+  }
+  __device__ void multiply(const float (*a)[kFwdLdA<float>], const float (*b)[kFwdLdB<float>]) {
+    const int tm = threadIdx.x % 16, tw = threadIdx.x / 16;
+#pragma unroll 8
+    for (int uu = 0; uu < Chunk<float>::K; ++uu) {
+      float av[8], bv[TN];
+      lds4(&a[uu][4 * tm], av);
+      lds4(&a[uu][64 + 4 * tm], av + 4);
+      lds4(&b[uu][4 * tw], bv);
+      if constexpr (TN == 8) lds4(&b[uu][32 + 4 * tw], bv + 4);
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) v[i][j] += av[i] * bv[j];
+    }
+  }
+  template <class F> __device__ void visit_runs(F&& f) const {
+    const int tm = threadIdx.x % 16, tw = threadIdx.x / 16;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int h = 0; h < TN / 4; ++h) f(i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4, h, 4 * tw, &v[i][4 * h]);
+  }
+};
+
+// fp64: DMMA (dmma.cuh), warp q owning (n, k) rows [32 q, 32 q + 32) times all BN channels.
+template <int BN> struct FwdAcc<double, BN> {
+  static constexpr int FN = BN / 8, kRun = 2;
+  double v[2][FN][4];
+  __device__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < FN; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) v[i][j][e] = 0.0;
+  }
+  __device__ void multiply(const double (*a)[kFwdLdA<double>], const double (*b)[kFwdLdB<double>]) {
+    dmma_block<2, FN, Chunk<double>::K>(&a[0][0], kFwdLdA<double>, &b[0][0], kFwdLdB<double>, 32 * (threadIdx.x / 32), 0, v);
+  }
+  template <class F> __device__ void visit_runs(F&& f) const {
+    const int m0 = 32 * (threadIdx.x / 32);
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; e += 2)
+#pragma unroll
+        for (int j = 0; j < FN; ++j) {
+          const int w = dmma_col(j, e);
+          f(m0 + dmma_row(i, e), w / 32, w % 32, &v[i][j][e]);
+        }
+  }
+};
+
 template <class T, int L3, int BN, bool kPublicOut> __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T>& s) {
-  constexpr int D = 2 * L3 + 1, BK = Chunk<T>::K, TN = BN / 8;
-  const int tid = threadIdx.x, tm = tid % 16, tw = tid / 16;
+  constexpr int D = 2 * L3 + 1, BK = Chunk<T>::K;
+  const int tid = threadIdx.x;
   constexpr int R = Tile<L3>::R;
-  T acc[8][TN];
-  for (int i = 0; i < 8; ++i)
-    for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+  FwdAcc<T, BN> acc;
+  acc.zero();
   constexpr int kSpare = kBM - R * D;  // (n, k) slots past the tile's rows: zero throughout
   if constexpr (kSpare > 0)
     for (int q = tid; q < BK * kSpare; q += kThreads) s.a[q / kSpare][R * D + q % kSpare] = T(0);
@@ -342,23 +417,12 @@ template <class T, int L3, int BN, bool kPublicOut> __device__ void fwd_tile(con
       cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group
       cp_async_wait<1>();  // this step's W chunk has landed
       __syncthreads();
-      const T(*b)[kBN] = s.b[buf];
-#pragma unroll 8
-      for (int uu = 0; uu < BK; ++uu) {
-        T av[8], bv[TN];
-        lds4(&s.a[uu][4 * tm], av);
-        lds4(&s.a[uu][64 + 4 * tm], av + 4);
-        lds4(&b[uu][4 * tw], bv);
-        if constexpr (TN == 8) lds4(&b[uu][32 + 4 * tw], bv + 4);
-#pragma unroll
-        for (int i = 0; i < 8; ++i)
-#pragma unroll
-          for (int j = 0; j < TN; ++j) acc[i][j] += av[i] * bv[j];
-      }
+      acc.multiply(s.a, s.b[buf]);
       buf ^= 1;
     }
   }
   cp_async_wait<0>();
+  constexpr int kRun = FwdAcc<T, BN>::kRun;
   if constexpr (kPublicOut) {
     // The output in the public layout [n, C_out, 16]: each (row, channel) holds this l3's D
     // components contiguously, 64 bytes apart from the next channel's. Through shared memory, so
@@ -370,15 +434,14 @@ template <class T, int L3, int BN, bool kPublicOut> __device__ void fwd_tile(con
     constexpr int kRow = 32 * D + 1;
     static_assert(sizeof(FwdSmem<T>) >= sizeof(T) * R * kRow, "the output tile overlays the stages");
 #pragma unroll
-    for (int h = 0; h < TN / 4; ++h) {  // channels [w0 + 32 h, w0 + 32 h + 32)
+    for (int h = 0; h < BN / 32; ++h) {  // channels [w0 + 32 h, w0 + 32 h + 32)
       __syncthreads();  // the last product is done with a and b (h = 0), the last copy-out (h = 1)
+      acc.visit_runs([&](int m, int hv, int wl, const T* v) {
+        const int r = m / D, k = m % D;
+        if (hv != h || r >= R) return;
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int m = (i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4), r = m / D, k = m % D;
-        if (r >= R) continue;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) o[r * kRow + (4 * tw + j) * D + k] = acc[i][4 * h + j];
-      }
+        for (int j = 0; j < kRun; ++j) o[r * kRow + (wl + j) * D + k] = v[j];
+      });
       __syncthreads();
       const int64_t wb = w0 + 32 * h;
       for (int q = tid; q < t.nrows * 32 * D; q += kThreads) {
@@ -387,20 +450,16 @@ template <class T, int L3, int BN, bool kPublicOut> __device__ void fwd_tile(con
       }
     }
   } else {  // component-major [n, 16, C_out]: vector stores along channels
-    const bool vec = a.d.c_out % 4 == 0;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int m = (i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4), r = m / D, k = m % D;
-      if (r >= t.nrows) continue;
+    const bool vec = a.d.c_out % kRun == 0;
+    acc.visit_runs([&](int m, int h, int wl, const T* v) {
+      const int r = m / D, k = m % D;
+      if (r >= t.nrows) return;
       T* orow = a.out + ((t.row0 + r) * 16 + L3 * L3 + k) * a.d.c_out;
-#pragma unroll
-      for (int h = 0; h < TN / 4; ++h) {
-        const int64_t wc = w0 + 32 * h + 4 * tw;
-        if (wc + 4 <= a.d.c_out) st4(orow + wc, &acc[i][4 * h], vec);
-        else
-          for (int j = 0; j < 4 && wc + j < a.d.c_out; ++j) orow[wc + j] = acc[i][4 * h + j];
-      }
-    }
+      const int64_t wc = w0 + 32 * h + wl;
+      if (wc + kRun <= a.d.c_out) st_run<kRun>(orow + wc, v, vec);
+      else
+        for (int j = 0; j < kRun && wc + j < a.d.c_out; ++j) orow[wc + j] = v[j];
+    });
   }
 }
 
@@ -450,21 +509,87 @@ template <class T> struct XyArgs {
 // 95 KB in fp64 (2).
 constexpr int kCtW = 64;
 
+// Row lengths of the ct and W stages: plain in fp32 (FMA tiles), dmma_ld in fp64 (DMMA blocks).
+template <class T> constexpr int kXyLdC = sizeof(T) == 8 ? dmma_ld(kBM) : kBM;
+template <class T> constexpr int kXyLdW = sizeof(T) == 8 ? dmma_ld(Chunk<T>::K) : Chunk<T>::K;
+
 template <class T> struct XySmem {
-  T c[kCtW][kBM];                    // ct block, [w][(n, k)]
+  T c[kCtW][kXyLdC<T>];              // ct block, [w][(n, k)]
   union {
-    T wt[kCtW][Chunk<T>::K];       // W block, [w][u], during a product
+    T wt[kCtW][kXyLdW<T>];         // W block, [w][u], during a product
     T g[Chunk<T>::K][kBM + kPad];  // G chunk, [u][(n, k)], once the product is done
   };
   T mat[kMatMax];
   T h[kMatMax];                      // H[r][i][k] = sum_u x[n, u, i] G[(n, k), u]
 };
 
+// The x/y kernel's G chunk, G[(n, k), u] = sum_w ct[(n, k), w] W[u, w] over 64-channel blocks
+// of w, 128 (n, k) x K u: zero(), multiply(one block), store(into g[u][(n, k)]).
+template <class T> struct XyAcc;
+
+// fp32: FMAs on a thread tile of 8 (n, k) rows as in the forward times K / 8 = 4 channels u.
+template <> struct XyAcc<float> {
+  static constexpr int TU = Chunk<float>::K / 8;
+  float v[8][TU];
+  __device__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int j = 0; j < TU; ++j) v[i][j] = 0.f;
+  }
+  __device__ void multiply(const float (*c)[kXyLdC<float>], const float (*wt)[kXyLdW<float>]) {
+    const int tm = threadIdx.x % 16, tu = threadIdx.x / 16;
+#pragma unroll 8
+    for (int ww = 0; ww < kCtW; ++ww) {
+      float av[8], bv[TU];
+      lds4(&c[ww][4 * tm], av);
+      lds4(&c[ww][64 + 4 * tm], av + 4);
+      lds4(&wt[ww][TU * tu], bv);
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < TU; ++j) v[i][j] += av[i] * bv[j];
+    }
+  }
+  __device__ void store(float (*g)[kBM + kPad]) const {
+    const int tm = threadIdx.x % 16, tu = threadIdx.x / 16;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int j = 0; j < TU; ++j) g[TU * tu + j][i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4] = v[i][j];
+  }
+};
+
+// fp64: DMMA (dmma.cuh), warp q owning (n, k) rows [32 q, 32 q + 32) times all 16 channels u.
+template <> struct XyAcc<double> {
+  double v[2][2][4];
+  __device__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) v[i][j][e] = 0.0;
+  }
+  __device__ void multiply(const double (*c)[kXyLdC<double>], const double (*wt)[kXyLdW<double>]) {
+    dmma_block<2, 2, kCtW>(&c[0][0], kXyLdC<double>, &wt[0][0], kXyLdW<double>, 32 * (threadIdx.x / 32), 0, v);
+  }
+  __device__ void store(double (*g)[kBM + kPad]) const {
+    const int m0 = 32 * (threadIdx.x / 32);
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) g[dmma_col(j, e)][m0 + dmma_row(i, e)] = v[i][j][e];
+  }
+};
+
 // W_p's block u in [u0, u0 + K), w in [wb0, wb0 + kCtW) into wt[w][u] (zeros outside C_in x
 // C_out). Lanes run over u, so the transposed stores are conflict-free (with lanes over w, as
 // before, a warp's 32 stores hit one bank); each item is 16 bytes of one u's row of W_p.
 template <class T>
-__device__ void stage_w_block(const T* wp, int64_t c_in, int64_t c_out, int64_t u0, int64_t wb0, T (*wt)[Chunk<T>::K]) {
+__device__ void stage_w_block(const T* wp, int64_t c_in, int64_t c_out, int64_t u0, int64_t wb0, T (*wt)[kXyLdW<T>]) {
   constexpr int BK = Chunk<T>::K, V = 16 / sizeof(T), G = kCtW / V;
   const bool vec = c_out % V == 0;
   for (int q = threadIdx.x; q < BK * G; q += kThreads) {
@@ -488,7 +613,7 @@ __device__ void stage_w_block(const T* wp, int64_t c_in, int64_t c_out, int64_t 
 // into c[w][(n, k)]. Lanes run over (n, k), so the transposed stores are conflict-free; each
 // item is 16 bytes of one row's channels (one vector load when C_out allows it).
 template <class T, int L3>
-__device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, int64_t wb0, T (*c)[kBM]) {
+__device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, int64_t wb0, T (*c)[kXyLdC<T>]) {
   constexpr int D = 2 * L3 + 1, V = 16 / sizeof(T), G = kCtW / V;
   const bool vec = c_out % V == 0;  // then a V-group of channels is wholly inside or outside C_out
   for (int q = threadIdx.x; q < kBM * G; q += kThreads) {
@@ -516,12 +641,10 @@ __device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, in
 // one launch per l3, adding in stream order, each launch's CTA count at N = 1k was under one
 // wave, and the four launches took 4x one CTA's latency: ncu, H200, N = 1k, 0.444 -> 0.132 ms
 // (fp32); fwd+bwd pipelined 0.380 -> 0.165 ms at N = 1k and 1.83 -> 1.67 at N = 20k.)
-// Thread layout of the 128 x K product: 8 (n, k) rows as in the forward times K/8 channels u
-// {tu*K/8 ..}.
 template <class T, int L3>
 __device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T>& s) {
-  constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, TU = BK / 8;
-  const int tid = threadIdx.x, tm = tid % 16, tu = tid / 16;
+  constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, BK = Chunk<T>::K;
+  const int tid = threadIdx.x;
   const int64_t c_in = a.d.c_in, c_out = a.d.c_out;
   const bool ct_resident = c_out <= kCtW;
   T* const x_dst = !a.x_bart ? nullptr : L3 == 3 ? a.x_bart : a.x_part + (2 - L3) * a.d.n * 16 * c_in;
@@ -548,33 +671,17 @@ __device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T>& s) {
     for (int q = tid; q < R * D1 * D; q += kThreads) s.h[q] = T(0);
     const T* wp = a.w + (int64_t(t.g) * kSeedPaths + P) * c_in * c_out;
     for (int64_t u0 = 0; u0 < c_in; u0 += BK) {
-      T acc[8][TU];
-      for (int i = 0; i < 8; ++i)
-        for (int j = 0; j < TU; ++j) acc[i][j] = T(0);
+      XyAcc<T> acc;
+      acc.zero();
       for (int64_t wb0 = 0; wb0 < c_out; wb0 += kCtW) {
         __syncthreads();  // the previous block's readers of s.wt (and of s.c, s.g) are done
         if (!ct_resident || (pi == 0 && u0 == 0)) stage_ct_block<T, L3>(a.ctt, t, c_out, wb0, s.c);
         stage_w_block<T>(wp, c_in, c_out, u0, wb0, s.wt);
         __syncthreads();
-        // The whole 64-channel block in one pass (zeros past C_out in both operands).
-#pragma unroll 8
-        for (int ww = 0; ww < kCtW; ++ww) {
-          T av[8], bv[TU];
-          lds4(&s.c[ww][4 * tm], av);
-          lds4(&s.c[ww][64 + 4 * tm], av + 4);
-          if constexpr (TU == 4) lds4(&s.wt[ww][TU * tu], bv);
-          else lds2(&s.wt[ww][TU * tu], bv);
-#pragma unroll
-          for (int i = 0; i < 8; ++i)
-#pragma unroll
-            for (int j = 0; j < TU; ++j) acc[i][j] += av[i] * bv[j];
-        }
+        acc.multiply(s.c, s.wt);  // the whole 64-channel block (zeros past C_out in both operands)
       }
       __syncthreads();  // every thread is done with s.wt before s.g overwrites it
-#pragma unroll
-      for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int j = 0; j < TU; ++j) s.g[TU * tu + j][i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4] = acc[i][j];
+      acc.store(s.g);
       __syncthreads();
       if (x_dst)  // x_bar[n, i, u] += sum_k M[r][i][k] G[(r, k), u]; one thread per (r, u),
                      // channels fastest (coalesced). Two items at a time, both items' old values
@@ -699,9 +806,13 @@ template <class T> struct WBuild { static constexpr int kTiles = sizeof(T) == 4 
 // this chunk's A stage and product. 54 KB of dynamic shared memory in fp32, 50 KB in fp64;
 // 4 CTAs per SM either way. With the heaviest-first grid, W_bar went 1.18 -> 0.82 ms (fp32,
 // N = 20k, ncu, H200), and 2.56 -> 2.12 in fp64.
+// Row lengths of the A and ct stages: plain in fp32 (FMA tiles), dmma_ld in fp64 (DMMA blocks).
+template <class T> constexpr int kWLdA = sizeof(T) == 8 ? dmma_ld(Chunk<T>::K) : Chunk<T>::K;
+template <class T> constexpr int kWLdC = sizeof(T) == 8 ? dmma_ld(kBN) : kBN;
+
 template <class T> struct WSmem {
-  T a[WChunk<T>::M][Chunk<T>::K];     // A chunk, [(n, k)][u]
-  T c[2][WChunk<T>::M][kBN];          // ct chunks, [buffer][(n, k)][w]
+  T a[WChunk<T>::M][kWLdA<T>];        // A chunk, [(n, k)][u]
+  T c[2][WChunk<T>::M][kWLdC<T>];     // ct chunks, [buffer][(n, k)][w]
   T mat[WBuild<T>::kTiles * kMatMax];
 };
 
@@ -750,7 +861,7 @@ __device__ void stage_w_a_chunk(const WArgs<T>& a, int64_t row0, int nrows, int 
 // them (a V-group of channels is then wholly inside or outside C_out, and 16-byte aligned),
 // else plain loads and stores. The caller commits the group.
 template <class T, int L3>
-__device__ void stage_w_ct_chunk(const WArgs<T>& a, int64_t row0, int nrows, int m0, int64_t w0, T (*c)[kBN]) {
+__device__ void stage_w_ct_chunk(const WArgs<T>& a, int64_t row0, int nrows, int m0, int64_t w0, T (*c)[kWLdC<T>]) {
   constexpr int D = 2 * L3 + 1, V = 16 / sizeof(T), G = kBN / V, kWm = WChunk<T>::M;
   const int64_t c_out = a.d.c_out;
   const bool vec = c_out % V == 0;
@@ -770,22 +881,74 @@ __device__ void stage_w_ct_chunk(const WArgs<T>& a, int64_t row0, int nrows, int
   }
 }
 
-// Thread layout of the K x 64 product: 4 channels u {4 tu ..} times TW channels w {TW tw ..}.
+// The w_bar kernel's K x 64 block of W_bar[p] (u x w), summed over the (n, k) pairs of the
+// chunks: zero(), multiply(one chunk), visit(f(u, w, value)) with u, w relative to the block.
+template <class T> struct WAcc;
+
+// fp32: FMAs on a thread tile of 4 channels u {4 tu ..} times TW channels w {TW tw ..}.
+template <> struct WAcc<float> {
+  static constexpr int NU = Chunk<float>::K / 4, TW = kBN / (kThreads / NU);
+  float v[4][TW];
+  __device__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < TW; ++j) v[i][j] = 0.f;
+  }
+  __device__ void multiply(const float (*a)[kWLdA<float>], const float (*c)[kWLdC<float>]) {
+    const int tu = threadIdx.x % NU, tw = threadIdx.x / NU;
+#pragma unroll 8
+    for (int mm = 0; mm < WChunk<float>::M; ++mm) {
+      float av[4], bv[TW];
+      lds4(&a[mm][4 * tu], av);
+      if constexpr (TW == 4) lds4(&c[mm][TW * tw], bv);
+      else lds2(&c[mm][TW * tw], bv);
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < TW; ++j) v[i][j] += av[i] * bv[j];
+    }
+  }
+  template <class F> __device__ void visit(F&& f) const {
+    const int tu = threadIdx.x % NU, tw = threadIdx.x / NU;
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < TW; ++j) f(4 * tu + i, TW * tw + j, v[i][j]);
+  }
+};
+
+// fp64: DMMA (dmma.cuh), warp q owning all 16 channels u times channels w [16 q, 16 q + 16).
+template <> struct WAcc<double> {
+  double v[1][2][4];
+  __device__ void zero() {
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) v[0][j][e] = 0.0;
+  }
+  __device__ void multiply(const double (*a)[kWLdA<double>], const double (*c)[kWLdC<double>]) {
+    dmma_block<1, 2, WChunk<double>::M>(&a[0][0], kWLdA<double>, &c[0][0], kWLdC<double>, 0, 16 * (threadIdx.x / 32), v);
+  }
+  template <class F> __device__ void visit(F&& f) const {
+    const int n0 = 16 * (threadIdx.x / 32);
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) f(dmma_row(0, e), n0 + dmma_col(j, e), v[0][j][e]);
+  }
+};
+
 // The slab's rows go in builds of RB rows (M_p built once per build), each build in chunks of
 // kWm (n, k) pairs. Per chunk: barrier; the next chunk's ct copy is issued; the A chunk is
 // staged; this chunk's copy is waited for; barrier; product. So a ct chunk's load latency
 // hides behind a whole chunk of work, and the barriers per chunk stay two.
 template <class T, int L3>
 __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows, int64_t u0, int64_t w0, WSmem<T>& s) {
-  constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, BK = Chunk<T>::K;
-  constexpr int NU = BK / 4, TW = kBN / (kThreads / NU), kWm = WChunk<T>::M;
+  constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, kWm = WChunk<T>::M;
   constexpr int RB = R * WBuild<T>::kTiles;  // rows per build
-  const int tid = threadIdx.x, tu = tid % NU, tw = tid / NU;
   const int64_t c_in = a.d.c_in, c_out = a.d.c_out;
   int P = 0;
-  T acc[4][TW];
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < TW; ++j) acc[i][j] = T(0);
+  WAcc<T> acc;
+  acc.zero();
   auto build_rows = [&](int64_t r0) { return int(s_rows - r0 < RB ? s_rows - r0 : RB); };
   int L1 = 0, buf = 0, m0 = 0;
   int64_t r0 = 0;
@@ -817,18 +980,7 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
     }
     cp_async_wait<1>();  // this chunk's ct copy (all groups but the newest) has landed
     __syncthreads();
-    const T(*c)[kBN] = s.c[buf];
-#pragma unroll 8
-    for (int mm = 0; mm < kWm; ++mm) {
-      T av[4], bv[TW];
-      lds4(&s.a[mm][4 * tu], av);
-      if constexpr (TW == 4) lds4(&c[mm][TW * tw], bv);
-      else lds2(&c[mm][TW * tw], bv);
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < TW; ++j) acc[i][j] += av[i] * bv[j];
-    }
+    acc.multiply(s.a, s.c[buf]);
     m0 = next_m0;
     r0 = next_r0;
     buf ^= 1;
@@ -837,14 +989,10 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
   with_fc_path<L3>(pi, [&](auto, auto, auto p) { P = decltype(p)::value; });
   const int64_t slab = blockIdx.x % (a.d.groups * a.slabs);  // = g * slabs + s
   T* out = a.part + (slab * kSeedPaths + P) * c_in * c_out;
-  for (int i = 0; i < 4; ++i) {
-    const int64_t u = u0 + 4 * tu + i;
-    if (u >= c_in) continue;
-    for (int j = 0; j < TW; ++j) {
-      const int64_t wc = w0 + TW * tw + j;
-      if (wc < c_out) out[u * c_out + wc] = acc[i][j];
-    }
-  }
+  acc.visit([&](int uu, int ww, T v) {
+    const int64_t u = u0 + uu, wc = w0 + ww;
+    if (u < c_in && wc < c_out) out[u * c_out + wc] = v;
+  });
 }
 
 // The w_bar grid runs the heaviest CTAs first. A CTA's work grows with 2 l3 + 1 (its product
