@@ -33,17 +33,32 @@ def tensor_product_simple(x, y):
     return tp_simple_p.bind(x, y).reshape(lead + (16,))
 
 
-def tensor_product(x, y, weights):
+#: ``tensor_product``'s precision options: how its float32 channel contraction runs on a GPU.
+PRECISIONS = ("highest", "tf32x3")
+
+
+def tensor_product(x, y, weights, *, precision="highest"):
     """Fully connected product with shared weights (the seed's ``uvw``).
 
     ``x [..., C_in, 16]``, ``y [..., 16]``, ``weights [34, C_in, C_out]`` ->
     ``[..., C_out, 16]``: out[w, k] = sum_p sum_u sum_ij C_p[i,j,k] x[u,i] y[j] W[p,u,w].
 
     One fused kernel (the Clebsch-Gordan expansion is generated in shared memory and
-    contracted with the weights in float32/float64 FMA, never written out); the backward is
-    one fused call for every requested gradient. vmap over the weights (ensembles) runs as
-    one call with one weight block per batch entry.
+    contracted with the weights, never written out); the backward is one fused call for every
+    requested gradient. vmap over the weights (ensembles) runs as one call with one weight
+    block per batch entry.
+
+    ``precision`` (float32 on a GPU only; float64 always runs float64 arithmetic, on the
+    tensor cores' DMMA where the card has them, and the CPU always computes in full float32):
+
+    * ``"highest"`` (default): float32 FMAs.
+    * ``"tf32x3"``: the channel contractions on the tensor cores in 3xTF32 (each operand split
+      into two TF32 parts, three products), forward and every derivative. Errors stay at the
+      float32 level (a few units of 1e-7 relative to the output's scale, against 1e-3 for
+      plain TF32), but they are not the FMA path's bits.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     x, y, weights = _checks.promote(("x", x), ("y", y), ("weights", weights))
     _checks.last_axis("x", x, 16)
     _checks.last_axis("y", y, 16)
@@ -54,7 +69,7 @@ def tensor_product(x, y, weights):
         raise ValueError(f"weights must be [34, C_in={c_in}, C_out], got shape {weights.shape}")
     c_out = weights.shape[2]
     lead, (xf, yf) = _checks.broadcast_rows((x, 2), (y, 1))
-    out = fc_p.bind(xf.reshape(-1, c_in, 16), yf, weights[None])
+    out = fc_p.bind(xf.reshape(-1, c_in, 16), yf, weights[None], tf32x3=precision == "tf32x3")
     return out.reshape(lead + (c_out, 16))
 
 

@@ -8,6 +8,8 @@ The harness sets jax_default_matmul_precision to "highest", so the peers' channe
 cuequivariance-jax route checks it: its forward's largest difference from batteries_jax,
 relative to max |out| (e3nn-jax's legacy product applies its own path normalisation, so it is
 timed but not compared).
+bj-tf32x3 is batteries_jax with precision="tf32x3" (fp32 only); its ACCURACY line is against
+batteries_jax's default (FMA) forward.
 Channel-wise: 64x0e+64x1o+64x2e+64x3o (x) 0e+1o+2e+3o, 34 paths, per-row weights, 150k rows.
 """
 import jax
@@ -18,7 +20,9 @@ import _harness as H
 
 ap = H.parser(__doc__)
 ap.add_argument("--fc-only", action="store_true", help="only the fully connected product")
-ap.add_argument("--libs", default="bj,e3nn,cuex", help="libraries to time in the FC part (A/B runs: bj)")
+ap.add_argument("--libs", default="bj,e3nn,cuex,bj-tf32x3",
+                help="libraries to time in the FC part (A/B runs: bj); bj-tf32x3 is batteries_jax with "
+                     "precision='tf32x3' (float32 only)")
 args = ap.parse_args()
 H.setup(args)
 import batteries_jax as bj  # noqa: E402
@@ -58,6 +62,8 @@ for N in ([50, 300] if args.cpu_size else [1000, 20_000]):
     W = jax.random.normal(k[2], (34, 32, 64), dt)
     cot = jax.random.normal(k[3], (N, 64, 16), dt)
     libs = {"bj": (lambda x, y, W: bj.tensor_product(x, y, W), (x, y, W), cot, lambda o: o)}
+    if not args.f64:  # the opt-in tensor-core engine (float32 only; float64 runs DMMA by default)
+        libs["bj-tf32x3"] = (lambda x, y, W: bj.tensor_product(x, y, W, precision="tf32x3"), (x, y, W), cot, lambda o: o)
     if e3nn is not None:
         import e3nn_jax.legacy  # noqa: F401
         irx, iry, iro = "32x0e+32x1e+32x2e+32x3e", "0e+1e+2e+3e", "64x0e+64x1e+64x2e+64x3e"

@@ -1,11 +1,12 @@
 """The fully connected product at N rows (arguments, each in turn; default 20,000), C_in = 32,
-C_out = 64 (fp32, then fp64), forward and forward+backward once each after warm-up, for Nsight Compute's
+C_out = 64 (fp32, fp32 with precision="tf32x3", then fp64), forward and forward+backward once each after warm-up, for Nsight Compute's
 per-kernel time:
 
     ncu --kernel-name regex:fc_ --metrics gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,\\
         sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active python3 benchmarks/profile_fc.py > ncu.log
     python3 benchmarks/ncu_kernel_times.py ncu.log   # one line per launch: ms, kernel
 """
+import functools
 import sys
 
 import jax
@@ -17,13 +18,14 @@ import batteries_jax as bj
 jax.config.update("jax_enable_x64", True)
 rng = np.random.default_rng(0)
 for N in [int(a) for a in sys.argv[1:]] or [20_000]:
-    for dt in (jnp.float32, jnp.float64):
+    for dt, precision in ((jnp.float32, "highest"), (jnp.float32, "tf32x3"), (jnp.float64, "highest")):
         x = jnp.asarray(rng.normal(size=(N, 32, 16)), dt)
         y = jnp.asarray(rng.normal(size=(N, 16)), dt)
         W = jnp.asarray(rng.normal(size=(34, 32, 64)), dt)
         ct = jnp.asarray(rng.normal(size=(N, 64, 16)), dt)
-        fwd = jax.jit(bj.tensor_product)
-        bwd = jax.jit(jax.grad(lambda *a: jnp.sum(bj.tensor_product(*a) * ct), (0, 1, 2)))
+        tp = functools.partial(bj.tensor_product, precision=precision)
+        fwd = jax.jit(tp)
+        bwd = jax.jit(jax.grad(lambda *a: jnp.sum(tp(*a) * ct), (0, 1, 2)))
         jax.block_until_ready(fwd(x, y, W))
         jax.block_until_ready(bwd(x, y, W))
 print("profile run done")

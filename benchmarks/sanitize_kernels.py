@@ -16,6 +16,8 @@ only loads the compiled programs and runs the kernels.
 With the argument `fc`, only the fully connected product's kernels run (a quicker check); with
 `conv`, only the others; `f32` or `f64` keeps one dtype.
 """
+import functools
+import itertools
 import os
 import sys
 
@@ -64,14 +66,16 @@ def conv_sh_and_simple_kernels(dtype):
 
 
 def fc_kernels(dtype):
-    """The fully connected product: partial tiles, several channel chunks, weight groups (vmap);
+    """The fully connected product (both float32 engines): partial tiles, several channel chunks, weight groups (vmap);
     channel counts that rule out the vector loads and copies (37, 67), then ones that take them
     (32, 64) with rows enough for several w_bar builds and chunks per slab."""
-    for n, c_in, c_out in ((43, 37, 67), (1501, 32, 64)):
+    precisions = ("highest", "tf32x3") if dtype == jnp.float32 else ("highest",)  # tf32x3: fp32 only
+    for (n, c_in, c_out), precision in itertools.product(((43, 37, 67), (1501, 32, 64)), precisions):
         x = jnp.asarray(rng.normal(size=(n, c_in, 16)), dtype)
         yy = jnp.asarray(rng.normal(size=(n, 16)), dtype)
         W = jnp.asarray(rng.normal(size=(2, 34, c_in, c_out)), dtype)
-        fc = lambda x, y, W: jnp.sum(jax.vmap(bj.tensor_product, (None, None, 0))(x, y, W) ** 2)  # noqa: E731
+        tp = functools.partial(bj.tensor_product, precision=precision)
+        fc = lambda x, y, W: jnp.sum(jax.vmap(tp, (None, None, 0))(x, y, W) ** 2)  # noqa: E731
         jax.block_until_ready(jax.jit(jax.grad(fc, (0, 1, 2)))(x, yy, W))
 
 

@@ -173,6 +173,30 @@ def test_fc_backward_workspace_only_on_cuda():
     assert sizes["cpu"] == 0 and sizes["cuda"] > 0, sizes
 
 
+def test_fc_precision_option_reaches_every_call(rng):
+    """precision="tf32x3" is a static parameter of the whole family: every FC custom call of a
+    force-matching style double backward (forward, tangent, fused backward, their transposes)
+    carries it, and the default carries its absence. The CPU handler computes in full float32
+    either way, so the values match the reference."""
+    x = jnp.asarray(rng.normal(size=(7, 3, 16)))
+    y = jnp.asarray(rng.normal(size=(7, 16)))
+    W = jnp.asarray(rng.normal(size=(34, 3, 2)))
+
+    def dbl(f):
+        return lambda x, y, W: jax.grad(lambda W: jnp.sum(jax.grad(lambda y: jnp.sum(f(x, y, W) ** 2))(y) ** 2))(W)
+    tc = lambda *a: bj.tensor_product(*a, precision="tf32x3")  # noqa: E731
+    assert_close(jax.jit(dbl(tc))(x, y, W), dbl(ref_fc)(x, y, W))
+    assert_close(jax.vmap(tc, (None, None, 0))(x, y, jnp.stack([W, -W]))[1], -ref_fc(x, y, W))
+    checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in ("bj_fc", "bj_fc_bwd")]
+    for f, flag in ((tc, 1), (bj.tensor_product, 0)):
+        text = jax.export.export(jax.jit(dbl(f)), platforms=["cuda"], disabled_checks=checks)(x, y, W).mlir_module()
+        calls = [line for line in text.splitlines() if re.search(r"custom_call @bj_fc(_bwd)?\(", line)]
+        assert len(calls) >= 3
+        assert all(f"tf32x3 = {flag} : i64" in line for line in calls), calls
+    with pytest.raises(ValueError, match="precision"):
+        bj.tensor_product(x, y, W, precision="tf32")
+
+
 def test_fc_ensemble_vmap_and_gradients(rng):
     """vmap over weights, over rows and weights together, and the ensemble's weight gradient."""
     x = jnp.asarray(rng.normal(size=(4, 6, 3, 16)))
@@ -355,6 +379,32 @@ def test_gpu_fc_matches_cpu(rng, dtype, n, c_in, c_out):
         ref = f(*[jax.device_put(a, jax.devices("cpu")[0]) for a in (x, y, W, c)])
     for a, b in zip(jax.tree.leaves(gpu), jax.tree.leaves(ref)):
         assert_close(a, b, dtype, scale=30)
+
+
+@requires_gpu
+@pytest.mark.parametrize("n,c_in,c_out", [(3001, 40, 70), (1001, 32, 64)])
+def test_gpu_fc_tf32x3_accuracy(rng, n, c_in, c_out):
+    """precision="tf32x3" (the float32 products in 3xTF32 on the tensor cores): forward and all
+    three gradients within float32-level error of the float64 reference (plain TF32 would be
+    ~1e-3 of the scale), with both output layouts and odd channel counts; and not the FMA
+    kernels' bits, which shows that the tensor-core kernels ran."""
+    x, y, W, c = (rng.normal(size=s) for s in ((n, c_in, 16), (n, 16), (34, c_in, c_out), (n, c_out, 16)))
+    W = W / 10
+
+    def f(precision):
+        tp = lambda *a: bj.tensor_product(*a, precision=precision)  # noqa: E731
+        return jax.jit(lambda x, y, W, c: (tp(x, y, W), jax.grad(lambda *b: jnp.sum(tp(*b) * c), (0, 1, 2))(x, y, W)))
+    args32 = [jnp.asarray(a, jnp.float32) for a in (x, y, W, c)]
+    tc, fma = f("tf32x3")(*args32), f("highest")(*args32)
+    cpu = jax.devices("cpu")[0]
+    with jax.default_device(cpu):
+        ref = f("highest")(*[jax.device_put(np.asarray(a, np.float64), cpu) for a in args32])
+    for a, b, r in zip(jax.tree.leaves(tc), jax.tree.leaves(fma), jax.tree.leaves(ref)):
+        r = np.asarray(r)
+        scale = np.abs(r).max()
+        assert np.abs(np.asarray(a, np.float64) - r).max() <= 5e-6 * scale
+        assert np.abs(np.asarray(b, np.float64) - r).max() <= 5e-6 * scale
+        assert not np.array_equal(np.asarray(a), np.asarray(b))
 
 
 @requires_gpu

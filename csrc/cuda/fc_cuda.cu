@@ -17,8 +17,11 @@
 // one copy per l3, which keeps the build time and the instruction footprint small.
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "cuda/cuda_common.h"
 #include "cuda/dmma.cuh"
+#include "cuda/tf32x3.cuh"
 #include "fc_ffi.h"
 
 namespace bj {
@@ -35,6 +38,14 @@ template <class T> struct Chunk { static constexpr int K = sizeof(T) == 4 ? 32 :
 template <int L3> struct Tile {
   static constexpr int D = 2 * L3 + 1, R = kBM / D;
 };
+
+// Which engine a kernel's products run on (template flag kTc = the caller's precision="tf32x3",
+// float32 only): FMA thread tiles (fp32, the default), 3xTF32 warp blocks (fp32, kTc;
+// tf32x3.cuh) or DMMA warp blocks (fp64; dmma.cuh, float64 arithmetic). The tensor-core
+// engines want other shared-memory row lengths, or a swizzle where padding would cost an SM
+// its fourth CTA: column c of stage row k at c ^ swz(k), which moves 8-float groups only (so
+// 16-byte vectors stay whole) and spreads a TF32 fragment load's four k rows over the banks.
+template <bool kSwz> __device__ __forceinline__ int swz(int k, int c) { return kSwz ? c ^ ((k & 3) << 3) : c; }
 
 // Read-only global loads (ld.global.nc): being explicitly global, they may be hoisted above
 // the staging loops' shared-memory stores, so a thread's loads of several items overlap.
@@ -160,12 +171,12 @@ __device__ TileRef locate(const TileMap& tm, const FcDims& d, int64_t item) {
 // 56 KB (fp64) of dynamic shared memory.
 // Row lengths of the A and W stages: kBM + kPad and kBN for the fp32 FMA tiles, dmma_ld (= 4
 // mod 16, conflict-free fragment loads) for the fp64 DMMA blocks.
-template <class T> constexpr int kFwdLdA = sizeof(T) == 8 ? dmma_ld(kBM) : kBM + kPad;
-template <class T> constexpr int kFwdLdB = sizeof(T) == 8 ? dmma_ld(kBN) : kBN;
+template <class T, bool kTc> constexpr int kFwdLdA = sizeof(T) == 8 ? dmma_ld(kBM) : kTc ? tf32_ld(kBM) : kBM + kPad;
+template <class T, bool kTc> constexpr int kFwdLdB = sizeof(T) == 8 ? dmma_ld(kBN) : kTc ? tf32_ld(kBN) : kBN;
 
-template <class T> struct FwdSmem {
-  T a[Chunk<T>::K][kFwdLdA<T>];  // A chunk, [u][(n, k)]
-  T b[2][Chunk<T>::K][kFwdLdB<T>];  // W chunks, [buffer][u][w]
+template <class T, bool kTc> struct FwdSmem {
+  T a[Chunk<T>::K][kFwdLdA<T, kTc>];     // A chunk, [u][(n, k)]
+  T b[2][Chunk<T>::K][kFwdLdB<T, kTc>];  // W chunks, [buffer][u][w]
   T mat[kMatMax];
   T yt[kBM * 16];                // the tile's rows of y (zeros past nrows)
 };
@@ -248,8 +259,8 @@ template <class T, int OFF, int N> __device__ __forceinline__ void load_run(cons
 // ...}: each channel's l1 block is one contiguous run (load_run), and each M value read from
 // shared memory serves NC channels. A warp's 32 items are 4 rows x 8 channels c, so the stores
 // A[u][r * D + k] (row stride kBM + kPad = 4 mod 32 words, odd D) fall in distinct banks.
-template <class T, int L1, int L3>
-__device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0, FwdSmem<T>& s) {
+template <class T, int L1, int L3, class S>
+__device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0, S& s) {
   constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, NC = BK / 8;
   const int64_t c_in = a.d.c_in;
   for (int q = threadIdx.x; q < (R + 3) / 4 * 32; q += kThreads) {
@@ -289,8 +300,8 @@ __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0,
 // C_in x C_out): 16-byte cp.async copies when C_out allows them (a V-group of channels is then
 // wholly inside or outside C_out, and 16-byte aligned), else plain loads and stores. The
 // caller commits the group.
-template <class T, int BN>
-__device__ void stage_w_chunk(const T* wp, const FcDims& d, int64_t u0, int64_t w0, T (*b)[kFwdLdB<T>]) {
+template <class T, int BN, int LD>
+__device__ void stage_w_chunk(const T* wp, const FcDims& d, int64_t u0, int64_t w0, T (*b)[LD]) {
   constexpr int BK = Chunk<T>::K, V = 16 / sizeof(T), G = BN / V;
   const bool vec = d.c_out % V == 0;
   for (int q = threadIdx.x; q < BK * G; q += kThreads) {
@@ -310,11 +321,11 @@ __device__ void stage_w_chunk(const T* wp, const FcDims& d, int64_t u0, int64_t 
 // The forward's 128 x BN accumulators and product, one chunk at a time. visit_runs(f) calls
 // f(m, h, wl, v) for each run of kRun consecutive output channels that the thread holds: (n, k)
 // pair m, channels w0 + 32 h + wl + [0, kRun), values v[0 .. kRun).
-template <class T, int BN> struct FwdAcc;
+template <class T, int BN, bool kTc> struct FwdAcc;
 
 // fp32: FMAs on a thread tile of 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times BN / 8
 // channels {4 tw .. +3, 32 + 4 tw .. +3} (BN = 64) or {4 tw .. +3} (BN = 32).
-template <int BN> struct FwdAcc<float, BN> {
+template <int BN> struct FwdAcc<float, BN, false> {
   static constexpr int TN = BN / 8, kRun = 4;
   float v[8][TN];
   __device__ void zero() {
@@ -323,7 +334,7 @@ template <int BN> struct FwdAcc<float, BN> {
 #pragma unroll
       for (int j = 0; j < TN; ++j) v[i][j] = 0.f;
   }
-  __device__ void multiply(const float (*a)[kFwdLdA<float>], const float (*b)[kFwdLdB<float>]) {
+  __device__ void multiply(const float (*a)[kFwdLdA<float, false>], const float (*b)[kFwdLdB<float, false>]) {
     const int tm = threadIdx.x % 16, tw = threadIdx.x / 16;
 #pragma unroll 8
     for (int uu = 0; uu < Chunk<float>::K; ++uu) {
@@ -348,7 +359,7 @@ template <int BN> struct FwdAcc<float, BN> {
 };
 
 // fp64: DMMA (dmma.cuh), warp q owning (n, k) rows [32 q, 32 q + 32) times all BN channels.
-template <int BN> struct FwdAcc<double, BN> {
+template <int BN> struct FwdAcc<double, BN, false> {
   static constexpr int FN = BN / 8, kRun = 2;
   double v[2][FN][4];
   __device__ void zero() {
@@ -359,8 +370,9 @@ template <int BN> struct FwdAcc<double, BN> {
 #pragma unroll
         for (int e = 0; e < 4; ++e) v[i][j][e] = 0.0;
   }
-  __device__ void multiply(const double (*a)[kFwdLdA<double>], const double (*b)[kFwdLdB<double>]) {
-    dmma_block<2, FN, Chunk<double>::K>(&a[0][0], kFwdLdA<double>, &b[0][0], kFwdLdB<double>, 32 * (threadIdx.x / 32), 0, v);
+  __device__ void multiply(const double (*a)[kFwdLdA<double, false>], const double (*b)[kFwdLdB<double, false>]) {
+    dmma_block<2, FN, Chunk<double>::K>(&a[0][0], kFwdLdA<double, false>, &b[0][0], kFwdLdB<double, false>,
+                                        32 * (threadIdx.x / 32), 0, v);
   }
   template <class F> __device__ void visit_runs(F&& f) const {
     const int m0 = 32 * (threadIdx.x / 32);
@@ -376,11 +388,43 @@ template <int BN> struct FwdAcc<double, BN> {
   }
 };
 
-template <class T, int L3, int BN, bool kPublicOut> __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T>& s) {
+// fp32 with kTc: 3xTF32 (tf32x3.cuh), warp q owning (n, k) rows [32 q, 32 q + 32) times all BN
+// channels; the same accumulator map as the DMMA block.
+template <int BN> struct FwdAcc<float, BN, true> {
+  static constexpr int FN = BN / 8, kRun = 2;
+  float v[2][FN][4];
+  __device__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < FN; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) v[i][j][e] = 0.f;
+  }
+  __device__ void multiply(const float (*a)[kFwdLdA<float, true>], const float (*b)[kFwdLdB<float, true>]) {
+    tf32x3_block<2, FN, Chunk<float>::K>([&](int k, int m) { return a[k][m]; }, [&](int k, int n) { return b[k][n]; },
+                                         32 * (threadIdx.x / 32), 0, v);
+  }
+  template <class F> __device__ void visit_runs(F&& f) const {
+    const int m0 = 32 * (threadIdx.x / 32);
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; e += 2)
+#pragma unroll
+        for (int j = 0; j < FN; ++j) {
+          const int w = dmma_col(j, e);
+          f(m0 + dmma_row(i, e), w / 32, w % 32, &v[i][j][e]);
+        }
+  }
+};
+
+template <class T, int L3, int BN, bool kPublicOut, bool kTc>
+__device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T, kTc>& s) {
   constexpr int D = 2 * L3 + 1, BK = Chunk<T>::K;
   const int tid = threadIdx.x;
   constexpr int R = Tile<L3>::R;
-  FwdAcc<T, BN> acc;
+  FwdAcc<T, BN, kTc> acc;
   acc.zero();
   constexpr int kSpare = kBM - R * D;  // (n, k) slots past the tile's rows: zero throughout
   if constexpr (kSpare > 0)
@@ -422,7 +466,7 @@ template <class T, int L3, int BN, bool kPublicOut> __device__ void fwd_tile(con
     }
   }
   cp_async_wait<0>();
-  constexpr int kRun = FwdAcc<T, BN>::kRun;
+  constexpr int kRun = FwdAcc<T, BN, kTc>::kRun;
   if constexpr (kPublicOut) {
     // The output in the public layout [n, C_out, 16]: each (row, channel) holds this l3's D
     // components contiguously, 64 bytes apart from the next channel's. Through shared memory, so
@@ -432,7 +476,7 @@ template <class T, int L3, int BN, bool kPublicOut> __device__ void fwd_tile(con
     // stages, which are dead by then.
     T* const o = reinterpret_cast<T*>(&s);
     constexpr int kRow = 32 * D + 1;
-    static_assert(sizeof(FwdSmem<T>) >= sizeof(T) * R * kRow, "the output tile overlays the stages");
+    static_assert(sizeof(FwdSmem<T, kTc>) >= sizeof(T) * R * kRow, "the output tile overlays the stages");
 #pragma unroll
     for (int h = 0; h < BN / 32; ++h) {  // channels [w0 + 32 h, w0 + 32 h + 32)
       __syncthreads();  // the last product is done with a and b (h = 0), the last copy-out (h = 1)
@@ -476,17 +520,17 @@ template <class T, int L3, int BN, bool kPublicOut> __device__ void fwd_tile(con
 // for XLA to transpose, because its 64-byte (row, channel) blocks, written in parts by the four
 // l3's tiles at different times, cost more than the transpose (N = 20k: 0.544 ms with the
 // transpose, 0.572 without; tiles ordered by row across l3 to write the parts together: 0.795).
-template <class T, int BN>
+template <class T, int BN, bool kTc>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_fwd_kernel(FwdArgs<T> a, TileMap map) {
   extern __shared__ __align__(16) unsigned char fwd_smem[];
-  FwdSmem<T>& s = *reinterpret_cast<FwdSmem<T>*>(fwd_smem);
+  FwdSmem<T, kTc>& s = *reinterpret_cast<FwdSmem<T, kTc>*>(fwd_smem);
   const TileRef t = locate(map, a.d, blockIdx.x);
   const int w0 = blockIdx.y * BN;
   switch (t.l3) {
-    case 0: fwd_tile<T, 0, BN, BN == 32>(a, t, w0, s); break;
-    case 1: fwd_tile<T, 1, BN, BN == 32>(a, t, w0, s); break;
-    case 2: fwd_tile<T, 2, BN, BN == 32>(a, t, w0, s); break;
-    default: fwd_tile<T, 3, BN, BN == 32>(a, t, w0, s); break;
+    case 0: fwd_tile<T, 0, BN, BN == 32, kTc>(a, t, w0, s); break;
+    case 1: fwd_tile<T, 1, BN, BN == 32, kTc>(a, t, w0, s); break;
+    case 2: fwd_tile<T, 2, BN, BN == 32, kTc>(a, t, w0, s); break;
+    default: fwd_tile<T, 3, BN, BN == 32, kTc>(a, t, w0, s); break;
   }
 }
 
@@ -510,13 +554,14 @@ template <class T> struct XyArgs {
 constexpr int kCtW = 64;
 
 // Row lengths of the ct and W stages: plain in fp32 (FMA tiles), dmma_ld in fp64 (DMMA blocks).
-template <class T> constexpr int kXyLdC = sizeof(T) == 8 ? dmma_ld(kBM) : kBM;
-template <class T> constexpr int kXyLdW = sizeof(T) == 8 ? dmma_ld(Chunk<T>::K) : Chunk<T>::K;
+// The 3xTF32 engine swizzles the ct block instead (padding it would cost the fourth CTA per SM).
+template <class T, bool kTc> constexpr int kXyLdC = sizeof(T) == 8 ? dmma_ld(kBM) : kBM;
+template <class T, bool kTc> constexpr int kXyLdW = sizeof(T) == 8 ? dmma_ld(Chunk<T>::K) : kTc ? tf32_ld(Chunk<T>::K) : Chunk<T>::K;
 
-template <class T> struct XySmem {
-  T c[kCtW][kXyLdC<T>];              // ct block, [w][(n, k)]
+template <class T, bool kTc> struct XySmem {
+  T c[kCtW][kXyLdC<T, kTc>];         // ct block, [w][(n, k)] (swz<kTc> on (n, k))
   union {
-    T wt[kCtW][kXyLdW<T>];         // W block, [w][u], during a product
+    T wt[kCtW][kXyLdW<T, kTc>];    // W block, [w][u], during a product
     T g[Chunk<T>::K][kBM + kPad];  // G chunk, [u][(n, k)], once the product is done
   };
   T mat[kMatMax];
@@ -525,10 +570,10 @@ template <class T> struct XySmem {
 
 // The x/y kernel's G chunk, G[(n, k), u] = sum_w ct[(n, k), w] W[u, w] over 64-channel blocks
 // of w, 128 (n, k) x K u: zero(), multiply(one block), store(into g[u][(n, k)]).
-template <class T> struct XyAcc;
+template <class T, bool kTc> struct XyAcc;
 
 // fp32: FMAs on a thread tile of 8 (n, k) rows as in the forward times K / 8 = 4 channels u.
-template <> struct XyAcc<float> {
+template <> struct XyAcc<float, false> {
   static constexpr int TU = Chunk<float>::K / 8;
   float v[8][TU];
   __device__ void zero() {
@@ -537,7 +582,7 @@ template <> struct XyAcc<float> {
 #pragma unroll
       for (int j = 0; j < TU; ++j) v[i][j] = 0.f;
   }
-  __device__ void multiply(const float (*c)[kXyLdC<float>], const float (*wt)[kXyLdW<float>]) {
+  __device__ void multiply(const float (*c)[kXyLdC<float, false>], const float (*wt)[kXyLdW<float, false>]) {
     const int tm = threadIdx.x % 16, tu = threadIdx.x / 16;
 #pragma unroll 8
     for (int ww = 0; ww < kCtW; ++ww) {
@@ -561,7 +606,7 @@ template <> struct XyAcc<float> {
 };
 
 // fp64: DMMA (dmma.cuh), warp q owning (n, k) rows [32 q, 32 q + 32) times all 16 channels u.
-template <> struct XyAcc<double> {
+template <> struct XyAcc<double, false> {
   double v[2][2][4];
   __device__ void zero() {
 #pragma unroll
@@ -571,8 +616,8 @@ template <> struct XyAcc<double> {
 #pragma unroll
         for (int e = 0; e < 4; ++e) v[i][j][e] = 0.0;
   }
-  __device__ void multiply(const double (*c)[kXyLdC<double>], const double (*wt)[kXyLdW<double>]) {
-    dmma_block<2, 2, kCtW>(&c[0][0], kXyLdC<double>, &wt[0][0], kXyLdW<double>, 32 * (threadIdx.x / 32), 0, v);
+  __device__ void multiply(const double (*c)[kXyLdC<double, false>], const double (*wt)[kXyLdW<double, false>]) {
+    dmma_block<2, 2, kCtW>(&c[0][0], kXyLdC<double, false>, &wt[0][0], kXyLdW<double, false>, 32 * (threadIdx.x / 32), 0, v);
   }
   __device__ void store(double (*g)[kBM + kPad]) const {
     const int m0 = 32 * (threadIdx.x / 32);
@@ -585,11 +630,37 @@ template <> struct XyAcc<double> {
   }
 };
 
+// fp32 with kTc: 3xTF32, warp q owning (n, k) rows [32 q, 32 q + 32) times all 32 channels u.
+template <> struct XyAcc<float, true> {
+  float v[2][4][4];
+  __device__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) v[i][j][e] = 0.f;
+  }
+  __device__ void multiply(const float (*c)[kXyLdC<float, true>], const float (*wt)[kXyLdW<float, true>]) {
+    tf32x3_block<2, 4, kCtW>([&](int k, int m) { return c[k][swz<true>(k, m)]; }, [&](int k, int n) { return wt[k][n]; },
+                             32 * (threadIdx.x / 32), 0, v);
+  }
+  __device__ void store(float (*g)[kBM + kPad]) const {
+    const int m0 = 32 * (threadIdx.x / 32);
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) g[dmma_col(j, e)][m0 + dmma_row(i, e)] = v[i][j][e];
+  }
+};
+
 // W_p's block u in [u0, u0 + K), w in [wb0, wb0 + kCtW) into wt[w][u] (zeros outside C_in x
 // C_out). Lanes run over u, so the transposed stores are conflict-free (with lanes over w, as
 // before, a warp's 32 stores hit one bank); each item is 16 bytes of one u's row of W_p.
-template <class T>
-__device__ void stage_w_block(const T* wp, int64_t c_in, int64_t c_out, int64_t u0, int64_t wb0, T (*wt)[kXyLdW<T>]) {
+template <class T, int LD>
+__device__ void stage_w_block(const T* wp, int64_t c_in, int64_t c_out, int64_t u0, int64_t wb0, T (*wt)[LD]) {
   constexpr int BK = Chunk<T>::K, V = 16 / sizeof(T), G = kCtW / V;
   const bool vec = c_out % V == 0;
   for (int q = threadIdx.x; q < BK * G; q += kThreads) {
@@ -612,8 +683,8 @@ __device__ void stage_w_block(const T* wp, int64_t c_in, int64_t c_out, int64_t 
 // The tile's ct rows, channels [wb0, wb0 + kCtW) (zeros past C_out and past the tile's rows),
 // into c[w][(n, k)]. Lanes run over (n, k), so the transposed stores are conflict-free; each
 // item is 16 bytes of one row's channels (one vector load when C_out allows it).
-template <class T, int L3>
-__device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, int64_t wb0, T (*c)[kXyLdC<T>]) {
+template <class T, int L3, bool kSwz, int LD>
+__device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, int64_t wb0, T (*c)[LD]) {
   constexpr int D = 2 * L3 + 1, V = 16 / sizeof(T), G = kCtW / V;
   const bool vec = c_out % V == 0;  // then a V-group of channels is wholly inside or outside C_out
   for (int q = threadIdx.x; q < kBM * G; q += kThreads) {
@@ -629,7 +700,7 @@ __device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, in
       for (int j = 0; j < V; ++j) v[j] = (row_ok && w + j < c_out) ? ldg(src + j) : T(0);
     }
 #pragma unroll
-    for (int j = 0; j < V; ++j) c[g * V + j][m] = v[j];
+    for (int j = 0; j < V; ++j) c[g * V + j][swz<kSwz>(g * V + j, m)] = v[j];
   }
 }
 
@@ -641,8 +712,8 @@ __device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, in
 // one launch per l3, adding in stream order, each launch's CTA count at N = 1k was under one
 // wave, and the four launches took 4x one CTA's latency: ncu, H200, N = 1k, 0.444 -> 0.132 ms
 // (fp32); fwd+bwd pipelined 0.380 -> 0.165 ms at N = 1k and 1.83 -> 1.67 at N = 20k.)
-template <class T, int L3>
-__device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T>& s) {
+template <class T, int L3, bool kTc>
+__device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T, kTc>& s) {
   constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, BK = Chunk<T>::K;
   const int tid = threadIdx.x;
   const int64_t c_in = a.d.c_in, c_out = a.d.c_out;
@@ -671,11 +742,11 @@ __device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T>& s) {
     for (int q = tid; q < R * D1 * D; q += kThreads) s.h[q] = T(0);
     const T* wp = a.w + (int64_t(t.g) * kSeedPaths + P) * c_in * c_out;
     for (int64_t u0 = 0; u0 < c_in; u0 += BK) {
-      XyAcc<T> acc;
+      XyAcc<T, kTc> acc;
       acc.zero();
       for (int64_t wb0 = 0; wb0 < c_out; wb0 += kCtW) {
         __syncthreads();  // the previous block's readers of s.wt (and of s.c, s.g) are done
-        if (!ct_resident || (pi == 0 && u0 == 0)) stage_ct_block<T, L3>(a.ctt, t, c_out, wb0, s.c);
+        if (!ct_resident || (pi == 0 && u0 == 0)) stage_ct_block<T, L3, kTc>(a.ctt, t, c_out, wb0, s.c);
         stage_w_block<T>(wp, c_in, c_out, u0, wb0, s.wt);
         __syncthreads();
         acc.multiply(s.c, s.wt);  // the whole 64-channel block (zeros past C_out in both operands)
@@ -757,16 +828,16 @@ __device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T>& s) {
   }
 }
 
-template <class T>
+template <class T, bool kTc>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel(XyArgs<T> a, TileMap map) {
   extern __shared__ __align__(16) unsigned char xy_smem[];
-  XySmem<T>& s = *reinterpret_cast<XySmem<T>*>(xy_smem);
+  XySmem<T, kTc>& s = *reinterpret_cast<XySmem<T, kTc>*>(xy_smem);
   const TileRef t = locate(map, a.d, blockIdx.x);
   switch (t.l3) {
-    case 0: xy_tile<T, 0>(a, t, s); break;
-    case 1: xy_tile<T, 1>(a, t, s); break;
-    case 2: xy_tile<T, 2>(a, t, s); break;
-    default: xy_tile<T, 3>(a, t, s); break;
+    case 0: xy_tile<T, 0, kTc>(a, t, s); break;
+    case 1: xy_tile<T, 1, kTc>(a, t, s); break;
+    case 2: xy_tile<T, 2, kTc>(a, t, s); break;
+    default: xy_tile<T, 3, kTc>(a, t, s); break;
   }
 }
 
@@ -807,12 +878,13 @@ template <class T> struct WBuild { static constexpr int kTiles = sizeof(T) == 4 
 // 4 CTAs per SM either way. With the heaviest-first grid, W_bar went 1.18 -> 0.82 ms (fp32,
 // N = 20k, ncu, H200), and 2.56 -> 2.12 in fp64.
 // Row lengths of the A and ct stages: plain in fp32 (FMA tiles), dmma_ld in fp64 (DMMA blocks).
+// The 3xTF32 engine swizzles both stages instead (padding would cost the fourth CTA per SM).
 template <class T> constexpr int kWLdA = sizeof(T) == 8 ? dmma_ld(Chunk<T>::K) : Chunk<T>::K;
 template <class T> constexpr int kWLdC = sizeof(T) == 8 ? dmma_ld(kBN) : kBN;
 
 template <class T> struct WSmem {
-  T a[WChunk<T>::M][kWLdA<T>];        // A chunk, [(n, k)][u]
-  T c[2][WChunk<T>::M][kWLdC<T>];     // ct chunks, [buffer][(n, k)][w]
+  T a[WChunk<T>::M][kWLdA<T>];        // A chunk, [(n, k)][u] (swz<kTc> on u)
+  T c[2][WChunk<T>::M][kWLdC<T>];     // ct chunks, [buffer][(n, k)][w] (swz<kTc> on w)
   T mat[WBuild<T>::kTiles * kMatMax];
 };
 
@@ -829,7 +901,7 @@ __device__ __forceinline__ void sts_vec(double* p, const double* v) {
 // (n, k) pair and V = 16 bytes of channels (vector x loads, one vector store, each M value read
 // once for V channels), with l1 known at compile time; consecutive lanes take consecutive
 // channel groups, so a warp's stores fill whole rows of `a`.
-template <class T, int L1, int L3>
+template <class T, int L1, int L3, bool kSwz>
 __device__ void stage_w_a_chunk(const WArgs<T>& a, int64_t row0, int nrows, int m0, int64_t u0, WSmem<T>& s) {
   constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, BK = Chunk<T>::K, V = 16 / sizeof(T), G = BK / V;
   constexpr int kWm = WChunk<T>::M;
@@ -852,7 +924,7 @@ __device__ void stage_w_a_chunk(const WArgs<T>& a, int64_t row0, int nrows, int 
 #pragma unroll
       for (int j = 0; j < V; ++j) v[j] += xv[i][j] * mv;
     }
-    sts_vec(&s.a[mm][u], v);
+    sts_vec(&s.a[mm][swz<kSwz>(mm, u)], v);
   }
 }
 
@@ -860,7 +932,7 @@ __device__ void stage_w_a_chunk(const WArgs<T>& a, int64_t row0, int nrows, int 
 // [w0, w0 + kBN), into c[mm][w] (zeros past them): 16-byte cp.async copies when C_out allows
 // them (a V-group of channels is then wholly inside or outside C_out, and 16-byte aligned),
 // else plain loads and stores. The caller commits the group.
-template <class T, int L3>
+template <class T, int L3, bool kSwz>
 __device__ void stage_w_ct_chunk(const WArgs<T>& a, int64_t row0, int nrows, int m0, int64_t w0, T (*c)[kWLdC<T>]) {
   constexpr int D = 2 * L3 + 1, V = 16 / sizeof(T), G = kBN / V, kWm = WChunk<T>::M;
   const int64_t c_out = a.d.c_out;
@@ -873,20 +945,20 @@ __device__ void stage_w_ct_chunk(const WArgs<T>& a, int64_t row0, int nrows, int
     const int64_t w = w0 + g * V;
     const T* src = a.ctt + ((row0 + r) * 16 + L3 * L3 + k) * c_out + (w < c_out ? w : 0);
     if (vec) {
-      cp_async16(&c[mm][g * V], src, row_ok && w < c_out);
+      cp_async16(&c[mm][swz<kSwz>(mm, g * V)], src, row_ok && w < c_out);
     } else {
 #pragma unroll
-      for (int j = 0; j < V; ++j) c[mm][g * V + j] = (row_ok && w + j < c_out) ? ldg(src + j) : T(0);
+      for (int j = 0; j < V; ++j) c[mm][swz<kSwz>(mm, g * V + j)] = (row_ok && w + j < c_out) ? ldg(src + j) : T(0);
     }
   }
 }
 
 // The w_bar kernel's K x 64 block of W_bar[p] (u x w), summed over the (n, k) pairs of the
 // chunks: zero(), multiply(one chunk), visit(f(u, w, value)) with u, w relative to the block.
-template <class T> struct WAcc;
+template <class T, bool kTc> struct WAcc;
 
 // fp32: FMAs on a thread tile of 4 channels u {4 tu ..} times TW channels w {TW tw ..}.
-template <> struct WAcc<float> {
+template <> struct WAcc<float, false> {
   static constexpr int NU = Chunk<float>::K / 4, TW = kBN / (kThreads / NU);
   float v[4][TW];
   __device__ void zero() {
@@ -917,7 +989,7 @@ template <> struct WAcc<float> {
 };
 
 // fp64: DMMA (dmma.cuh), warp q owning all 16 channels u times channels w [16 q, 16 q + 16).
-template <> struct WAcc<double> {
+template <> struct WAcc<double, false> {
   double v[1][2][4];
   __device__ void zero() {
 #pragma unroll
@@ -937,22 +1009,49 @@ template <> struct WAcc<double> {
   }
 };
 
+// fp32 with kTc: 3xTF32, warp q owning all 32 channels u times channels w [16 q, 16 q + 16); the
+// stages are swizzled (swz<true>).
+template <> struct WAcc<float, true> {
+  float v[2][2][4];
+  __device__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) v[i][j][e] = 0.f;
+  }
+  __device__ void multiply(const float (*a)[kWLdA<float>], const float (*c)[kWLdC<float>]) {
+    tf32x3_block<2, 2, WChunk<float>::M>([&](int k, int m) { return a[k][swz<true>(k, m)]; },
+                                         [&](int k, int n) { return c[k][swz<true>(k, n)]; }, 0, 16 * (threadIdx.x / 32), v);
+  }
+  template <class F> __device__ void visit(F&& f) const {
+    const int n0 = 16 * (threadIdx.x / 32);
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) f(dmma_row(i, e), n0 + dmma_col(j, e), v[i][j][e]);
+  }
+};
+
 // The slab's rows go in builds of RB rows (M_p built once per build), each build in chunks of
 // kWm (n, k) pairs. Per chunk: barrier; the next chunk's ct copy is issued; the A chunk is
 // staged; this chunk's copy is waited for; barrier; product. So a ct chunk's load latency
 // hides behind a whole chunk of work, and the barriers per chunk stay two.
-template <class T, int L3>
+template <class T, int L3, bool kTc>
 __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows, int64_t u0, int64_t w0, WSmem<T>& s) {
   constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, kWm = WChunk<T>::M;
   constexpr int RB = R * WBuild<T>::kTiles;  // rows per build
   const int64_t c_in = a.d.c_in, c_out = a.d.c_out;
   int P = 0;
-  WAcc<T> acc;
+  WAcc<T, kTc> acc;
   acc.zero();
   auto build_rows = [&](int64_t r0) { return int(s_rows - r0 < RB ? s_rows - r0 : RB); };
   int L1 = 0, buf = 0, m0 = 0;
   int64_t r0 = 0;
-  if (s_rows > 0) stage_w_ct_chunk<T, L3>(a, s_row0, build_rows(0), 0, w0, s.c[0]);
+  if (s_rows > 0) stage_w_ct_chunk<T, L3, kTc>(a, s_row0, build_rows(0), 0, w0, s.c[0]);
   cp_async_commit();
   while (r0 < s_rows) {
     const int nrows = build_rows(r0);
@@ -964,7 +1063,7 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
       next_r0 = r0 + RB;
     }
     __syncthreads();  // the last product is done with `a` and with c[buf ^ 1]; the last A stage with mat
-    if (next_r0 < s_rows) stage_w_ct_chunk<T, L3>(a, s_row0 + next_r0, build_rows(next_r0), next_m0, w0, s.c[buf ^ 1]);
+    if (next_r0 < s_rows) stage_w_ct_chunk<T, L3, kTc>(a, s_row0 + next_r0, build_rows(next_r0), next_m0, w0, s.c[buf ^ 1]);
     cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group
     if (m0 == 0) {
       L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
@@ -973,10 +1072,10 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
       __syncthreads();
     }
     switch (L1) {  // the A chunk, with the row's l1 block size known at compile time
-      case 0: stage_w_a_chunk<T, 0, L3>(a, row0, nrows, m0, u0, s); break;
-      case 1: stage_w_a_chunk<T, 1, L3>(a, row0, nrows, m0, u0, s); break;
-      case 2: stage_w_a_chunk<T, 2, L3>(a, row0, nrows, m0, u0, s); break;
-      default: stage_w_a_chunk<T, 3, L3>(a, row0, nrows, m0, u0, s); break;
+      case 0: stage_w_a_chunk<T, 0, L3, kTc>(a, row0, nrows, m0, u0, s); break;
+      case 1: stage_w_a_chunk<T, 1, L3, kTc>(a, row0, nrows, m0, u0, s); break;
+      case 2: stage_w_a_chunk<T, 2, L3, kTc>(a, row0, nrows, m0, u0, s); break;
+      default: stage_w_a_chunk<T, 3, L3, kTc>(a, row0, nrows, m0, u0, s); break;
     }
     cp_async_wait<1>();  // this chunk's ct copy (all groups but the newest) has landed
     __syncthreads();
@@ -1014,7 +1113,7 @@ __device__ WPathSlot heavy_first_slot(int o) {
   return out;
 }
 
-template <class T>
+template <class T, bool kTc>
 __global__ void __launch_bounds__(kThreads, 4) fc_w_kernel(WArgs<T> a) {
   extern __shared__ __align__(16) unsigned char w_smem[];
   WSmem<T>& s = *reinterpret_cast<WSmem<T>*>(w_smem);
@@ -1027,10 +1126,10 @@ __global__ void __launch_bounds__(kThreads, 4) fc_w_kernel(WArgs<T> a) {
   const int64_t u0 = int64_t(blockIdx.y) * Chunk<T>::K, w0 = int64_t(blockIdx.z) * kBN;
   const int64_t row0 = g * a.d.rows_per_group + first;
   switch (slot.l3) {
-    case 0: w_path<T, 0>(a, slot.pi, row0, rows, u0, w0, s); break;
-    case 1: w_path<T, 1>(a, slot.pi, row0, rows, u0, w0, s); break;
-    case 2: w_path<T, 2>(a, slot.pi, row0, rows, u0, w0, s); break;
-    default: w_path<T, 3>(a, slot.pi, row0, rows, u0, w0, s); break;
+    case 0: w_path<T, 0, kTc>(a, slot.pi, row0, rows, u0, w0, s); break;
+    case 1: w_path<T, 1, kTc>(a, slot.pi, row0, rows, u0, w0, s); break;
+    case 2: w_path<T, 2, kTc>(a, slot.pi, row0, rows, u0, w0, s); break;
+    default: w_path<T, 3, kTc>(a, slot.pi, row0, rows, u0, w0, s); break;
   }
 }
 
@@ -1070,9 +1169,43 @@ TileMap tile_map(const FcDims& d) {
   return m;
 }
 
+// The forward launch: out [n, C_out, 16] with BN = 32 (public_out), else [n, 16, C_out] with BN = 64.
+template <class T, bool kTc> void launch_fwd(const FwdArgs<T>& args, const TileMap& map, bool public_out, cudaStream_t stream) {
+  // over the 48 KB default in fp64: opt in (per device, so on every launch; it is not a stream op)
+  constexpr int smem = int(sizeof(FwdSmem<T, kTc>));
+  const unsigned tiles = unsigned(map.start[4]);
+  if (public_out) {
+    cudaFuncSetAttribute(fc_fwd_kernel<T, 32, kTc>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    fc_fwd_kernel<T, 32, kTc><<<dim3(tiles, grid_for(args.d.c_out, 32)), kThreads, smem, stream>>>(args, map);
+  } else {
+    cudaFuncSetAttribute(fc_fwd_kernel<T, kBN, kTc>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    fc_fwd_kernel<T, kBN, kTc><<<dim3(tiles, grid_for(args.d.c_out, kBN)), kThreads, smem, stream>>>(args, map);
+  }
+}
+
+template <class T, bool kTc> void launch_xy(const XyArgs<T>& args, const TileMap& map, cudaStream_t stream) {
+  // over the 48 KB default: opt in (per device, so on every launch; it is not a stream op)
+  cudaFuncSetAttribute(fc_xy_kernel<T, kTc>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(XySmem<T, kTc>)));
+  fc_xy_kernel<T, kTc><<<unsigned(map.start[4]), kThreads, sizeof(XySmem<T, kTc>), stream>>>(args, map);
+}
+
+template <class T, bool kTc> void launch_w(const WArgs<T>& args, dim3 grid, cudaStream_t stream) {
+  cudaFuncSetAttribute(fc_w_kernel<T, kTc>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(WSmem<T>)));
+  fc_w_kernel<T, kTc><<<grid, kThreads, sizeof(WSmem<T>), stream>>>(args);
+}
+
+// f(kTc) with kTc a std::bool_constant: precision="tf32x3" (fc.py) selects the 3xTF32 engine for
+// float32; float64 always runs DMMA (kTc false, so no fp64 kTc kernels are instantiated).
+template <class T, class F> void with_engine(int64_t tf32x3, F&& f) {
+  if constexpr (sizeof(T) == 4) {
+    if (tf32x3) return f(std::true_type{});
+  }
+  f(std::false_type{});
+}
+
 ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::AnyBuffer w,
                   ffi::Result<ffi::AnyBuffer> out, int64_t c_in, int64_t c_out, int64_t groups,
-                  int64_t public_out) {
+                  int64_t public_out, int64_t tf32x3) {
   FcDims d;
   if (auto err = fc_check(x, y, w, *out, c_in, c_out, groups, &d); !err.success()) return err;
   return dispatch_float(out->element_type(), "tensor_product", [&](auto tag) {
@@ -1084,15 +1217,7 @@ ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::
     }
     const TileMap map = tile_map(d);
     const FwdArgs<T> args{x.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), out->typed_data<T>(), d};
-    // over the 48 KB default in fp64: opt in (per device, so on every launch; it is not a stream op)
-    constexpr int smem = int(sizeof(FwdSmem<T>));
-    if (public_out) {  // out [n, C_out, 16]
-      cudaFuncSetAttribute(fc_fwd_kernel<T, 32>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-      fc_fwd_kernel<T, 32><<<dim3(unsigned(map.start[4]), grid_for(c_out, 32)), kThreads, smem, stream>>>(args, map);
-    } else {  // out [n, 16, C_out]
-      cudaFuncSetAttribute(fc_fwd_kernel<T, kBN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-      fc_fwd_kernel<T, kBN><<<dim3(unsigned(map.start[4]), grid_for(c_out, kBN)), kThreads, smem, stream>>>(args, map);
-    }
+    with_engine<T>(tf32x3, [&](auto tc) { launch_fwd<T, decltype(tc)::value>(args, map, public_out != 0, stream); });
     return cuda_status("tensor_product");
   });
 }
@@ -1100,7 +1225,7 @@ ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::
 ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::AnyBuffer ctt,
                      ffi::Result<ffi::AnyBuffer> x_bar, ffi::Result<ffi::AnyBuffer> y_bar,
                      ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> scratch, int64_t c_in,
-                     int64_t c_out, int64_t groups, int64_t slabs) {
+                     int64_t c_out, int64_t groups, int64_t slabs, int64_t tf32x3) {
   FcDims d;
   if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *scratch, c_in, c_out, groups, slabs, &d);
       !err.success())
@@ -1117,9 +1242,7 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
     if (b.x_bart || b.y_bar) {
       const XyArgs<T> args{b.xt, b.y, b.w, b.ctt, b.x_bart, b.y_bar, b.x_part, b.y_part, d};
       const TileMap map = tile_map(d);  // l3 = 3 first (the heaviest tiles)
-      // over the 48 KB default: opt in (per device, so on every launch; it is not a stream op)
-      cudaFuncSetAttribute(fc_xy_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(XySmem<T>)));
-      fc_xy_kernel<T><<<unsigned(map.start[4]), kThreads, sizeof(XySmem<T>), stream>>>(args, map);
+      with_engine<T>(tf32x3, [&](auto tc) { launch_xy<T, decltype(tc)::value>(args, map, stream); });
       const int64_t nx = b.x_bart ? d.n * 16 * c_in : 0, ny = b.y_bar ? d.n * 16 : 0;
       const unsigned blocks = grid_for(nx + ny, 256), cap = unsigned(8 * sm_count());
       fc_xy_sum_kernel<T><<<blocks < cap ? blocks : cap, 256, 0, stream>>>(b.x_bart, b.x_part, nx, b.y_bar, b.y_part, ny);
@@ -1130,9 +1253,7 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
       const int64_t slab_rows = (d.rows_per_group + used - 1) / used;
       const WArgs<T> args{b.xt, b.y, b.ctt, b.w_part, d, used, slab_rows};
       const dim3 grid(unsigned(groups * used * kSeedPaths), gy, gz);
-      // over the 48 KB default: opt in (per device, so on every launch; it is not a stream op)
-      cudaFuncSetAttribute(fc_w_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(WSmem<T>)));
-      fc_w_kernel<T><<<grid, kThreads, sizeof(WSmem<T>), stream>>>(args);
+      with_engine<T>(tf32x3, [&](auto tc) { launch_w<T, decltype(tc)::value>(args, grid, stream); });
       const int64_t size = d.w_size();
       fc_slab_sum_kernel<T><<<grid_for(groups * size, 256), 256, 0, stream>>>(b.w_part, b.w_bar, groups, used, size);
     }
