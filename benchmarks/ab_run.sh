@@ -21,6 +21,9 @@
 #              run without XLA autotuning and without preallocation (memcheck segfaulted with
 #              autotuning and 90% preallocated, and again on 2026-11-28 with half preallocated)
 #   AB_NO_SAN  tree names that skip memcheck (trees whose kernels another tree already covers)
+#   AB_REUSE_BUILD  set: keep a tree already built in /tmp/ab by an earlier pass of this call
+#              (e.g. a second pass for ncu alone, run last: ncu has left the GPU unusable for
+#              whatever ran after it in the same call)
 # Summaries go to stdout; full logs to $OUT/logs.tgz (one file: the device tool returns few).
 set -uo pipefail
 OUT=${OUT:-gpu_out}; LOGS=/tmp/ab_logs; mkdir -p "$OUT" "$LOGS"
@@ -30,6 +33,7 @@ t0=$(date +%s)
 declare -A SRC
 for spec in ${AB_TREES:-main=.}; do SRC[${spec%%=*}]=${spec#*=}; done
 for name in "${!SRC[@]}"; do
+  [ -n "${AB_REUSE_BUILD:-}" ] && [ -d /tmp/ab/$name ] && continue  # a second pass in the same call
   rm -rf /tmp/ab/$name  # pip --target keeps an existing package: a warm machine would test a stale build
   (python3 -m pip install --no-build-isolation --no-deps -q --target /tmp/ab/$name "${SRC[$name]}" > $LOGS/build_$name.log 2>&1
    echo "build $name rc=$? after $(( $(date +%s) - t0 )) s"; tail -3 $LOGS/build_$name.log) &
