@@ -386,8 +386,9 @@ def test_gpu_fc_matches_cpu(rng, dtype, n, c_in, c_out):
 def test_gpu_fc_tf32x3_accuracy(rng, n, c_in, c_out):
     """precision="tf32x3" (the float32 products in 3xTF32 on the tensor cores): forward and all
     three gradients within float32-level error of the float64 reference (plain TF32 would be
-    ~1e-3 of the scale), with both output layouts and odd channel counts; and not the FMA
-    kernels' bits, which shows that the tensor-core kernels ran."""
+    ~1e-3 of the scale; the FMA kernels are held to the same bound), with both output layouts
+    and odd channel counts; and not the FMA kernels' bits, which shows that the tensor-core
+    kernels ran."""
     x, y, W, c = (rng.normal(size=s) for s in ((n, c_in, 16), (n, 16), (34, c_in, c_out), (n, c_out, 16)))
     W = W / 10
 
@@ -402,8 +403,10 @@ def test_gpu_fc_tf32x3_accuracy(rng, n, c_in, c_out):
     for a, b, r in zip(jax.tree.leaves(tc), jax.tree.leaves(fma), jax.tree.leaves(ref)):
         r = np.asarray(r)
         scale = np.abs(r).max()
-        assert np.abs(np.asarray(a, np.float64) - r).max() <= 5e-6 * scale
-        assert np.abs(np.asarray(b, np.float64) - r).max() <= 5e-6 * scale
+        # 2e-5: w_bar sums 3001 rows x 16 components per entry, and the tensor cores' float32
+        # accumulation rounds less carefully than FMAs (H200, 2026-11-29: 5.8e-6 of the scale)
+        assert np.abs(np.asarray(a, np.float64) - r).max() <= 2e-5 * scale
+        assert np.abs(np.asarray(b, np.float64) - r).max() <= 2e-5 * scale
         assert not np.array_equal(np.asarray(a), np.asarray(b))
 
 
