@@ -5,6 +5,7 @@
 #   AB_TREES   "name=path ..."   trees to build (default "main=."); make branch trees with
 #                                benchmarks/ab_prepare.sh BRANCH (-> .ab/BRANCH)
 #   AB_TEST_K  pytest -k expression, run from the tree's tests/ ("" skips; default gpu_fc)
+#   AB_TEST_TIMEOUT  seconds for that pytest run (default 200; the whole -k gpu_ suite needs more)
 #   AB_NO_TEST tree names whose tests are skipped (e.g. "main", already tested on main)
 #   AB_BENCH   script + args ("" skips; default "benchmark_tensor_product.py --fc-only --libs bj");
 #              several runs separated by ';' (e.g. the same script in fp32 and with --f64)
@@ -49,7 +50,7 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
   v=AB_NCU_$name; ncu_script=${!v-${AB_NCU-profile_fc.py}}
   v=AB_SAN_$name; san=${!v-${AB_SAN-fc}}
   if [ -n "$test_k" ] && [[ " ${AB_NO_TEST:-} " != *" $name "* ]]; then
-    (cd $tree/tests && timeout 200 python3 -m pytest -q -x -k "$test_k" > $LOGS/tests_$name.log 2>&1
+    (cd $tree/tests && timeout ${AB_TEST_TIMEOUT:-200} python3 -m pytest -q -x -k "$test_k" > $LOGS/tests_$name.log 2>&1
      echo "tests rc=$?"; tail -2 $LOGS/tests_$name.log)
   fi
   bdir=$root/benchmarks; [ "${AB_BENCH_FROM:-root}" = tree ] && bdir=$tree/benchmarks
