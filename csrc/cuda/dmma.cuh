@@ -6,9 +6,9 @@
 // were shared-memory bound (a thread's 8 x 2 or 4 x 2 tile loads 5-6 bytes per multiply-add;
 // a warp's DMMA block below loads under 1).
 //
-// Operands sit in shared memory k-major, as the kernels stage them: a[k * lda + m] and
-// b[k * ldb + n]. With lda and ldb = 4 (mod 16) doubles, a warp's fragment loads are free of
-// bank conflicts (each half-warp's 16 lanes, (t, g) in 4 x 4, hit 16 distinct 8-byte bank pairs).
+// Operands sit in shared memory k-major, as the kernels stage them: a[k][m] and b[k][n]. With
+// rows of 4 (mod 16) doubles, a warp's fragment loads are free of bank conflicts (each
+// half-warp's 16 lanes, (t, g) in 4 x 4, hit 16 distinct 8-byte bank pairs).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -35,24 +35,23 @@ __device__ __forceinline__ void dmma_16x8x4(double (&d)[4], double a0, double a1
 #endif
 }
 
-// A warp's block of FM * 16 rows x FN * 8 columns at (m0, n0): acc += A B over k in [0, K).
-// acc[i][j][e] is C[m0 + 16 i + g + 8 (e / 2)][n0 + 8 j + 2 t + e % 2] (dmma_row, dmma_col).
-template <int FM, int FN, int K>
-__device__ __forceinline__ void dmma_block(const double* a, int lda, const double* b, int ldb, int m0, int n0,
-                                           double (&acc)[FM][FN][4]) {
+// A warp's block of FM * 16 rows x FN * 8 columns at (m0, n0): acc += A B over k in [0, K), with
+// a(k, m) and b(k, n) reading the shared-memory stages (k-major, so that the caller may pad or
+// swizzle them). acc[i][j][e] is C[m0 + 16 i + g + 8 (e / 2)][n0 + 8 j + 2 t + e % 2]
+// (dmma_row, dmma_col).
+template <int FM, int FN, int K, class A, class B>
+__device__ __forceinline__ void dmma_block(A&& a, B&& b, int m0, int n0, double (&acc)[FM][FN][4]) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const double* ap = a + t * lda + m0 + g;
-  const double* bp = b + t * ldb + n0 + g;
 #pragma unroll
   for (int k = 0; k < K; k += 4) {
     double av[FM][2], bv[FN];
 #pragma unroll
     for (int i = 0; i < FM; ++i) {
-      av[i][0] = ap[k * lda + 16 * i];
-      av[i][1] = ap[k * lda + 16 * i + 8];
+      av[i][0] = a(k + t, m0 + 16 * i + g);
+      av[i][1] = a(k + t, m0 + 16 * i + 8 + g);
     }
 #pragma unroll
-    for (int j = 0; j < FN; ++j) bv[j] = bp[k * ldb + 8 * j];
+    for (int j = 0; j < FN; ++j) bv[j] = b(k + t, n0 + 8 * j + g);
 #pragma unroll
     for (int i = 0; i < FM; ++i)
 #pragma unroll

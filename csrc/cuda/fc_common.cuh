@@ -5,8 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda/cuda_common.h"
-#include "cuda/dmma.cuh"
-#include "cuda/tf32x3.cuh"
+#include "cuda/warp_tiles.cuh"
 #include "fc_ffi.h"
 
 namespace bj {

@@ -182,66 +182,25 @@ template <int BN> struct FwdAcc<float, BN, false> {
   }
 };
 
-// fp64: DMMA (dmma.cuh), warp q owning (n, k) rows [32 q, 32 q + 32) times all BN channels.
-template <int BN> struct FwdAcc<double, BN, false> {
-  static constexpr int FN = BN / 8, kRun = 2;
-  double v[2][FN][4];
-  __device__ void zero() {
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < FN; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) v[i][j][e] = 0.0;
-  }
-  __device__ void multiply(const double (*a)[kFwdLdA<double, false>], const double (*b)[kFwdLdB<double, false>]) {
-    dmma_block<2, FN, Chunk<double>::K>(&a[0][0], kFwdLdA<double, false>, &b[0][0], kFwdLdB<double, false>,
-                                        32 * (threadIdx.x / 32), 0, v);
-  }
-  template <class F> __device__ void visit_runs(F&& f) const {
-    const int m0 = 32 * (threadIdx.x / 32);
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int e = 0; e < 4; e += 2)
-#pragma unroll
-        for (int j = 0; j < FN; ++j) {
-          const int w = dmma_col(j, e);
-          f(m0 + dmma_row(i, e), w / 32, w % 32, &v[i][j][e]);
-        }
-  }
-};
 
-// fp32 with kTc: 3xTF32 (tf32x3.cuh), warp q owning (n, k) rows [32 q, 32 q + 32) times all BN
-// channels; the same accumulator map as the DMMA block.
-template <int BN> struct FwdAcc<float, BN, true> {
-  static constexpr int FN = BN / 8, kRun = 2;
-  float v[2][FN][4];
-  __device__ void zero() {
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < FN; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) v[i][j][e] = 0.f;
-  }
-  __device__ void multiply(const float (*a)[kFwdLdA<float, true>], const float (*b)[kFwdLdB<float, true>]) {
-    tf32x3_block<2, FN, Chunk<float>::K>([&](int k, int m) { return a[k][m]; }, [&](int k, int n) { return b[k][n]; },
-                                         32 * (threadIdx.x / 32), 0, v);
+
+// The tensor-core engines (DMMA in fp64, 3xTF32 in fp32 with kTc; warp_tiles.cuh): warp q owns
+// (n, k) rows [32 q, 32 q + 32) times all BN channels.
+template <class T, int BN> struct FwdTcAcc {
+  static constexpr int kRun = 2;
+  WarpTiles<T, 2, BN / 8> tiles;
+  __device__ void zero() { tiles.zero(); }
+  template <class PA, class PB> __device__ void multiply(PA a, PB b) {
+    tiles.template multiply<Chunk<T>::K>([&](int k, int m) { return a[k][m]; }, [&](int k, int n) { return b[k][n]; },
+                                         32 * (threadIdx.x / 32), 0);
   }
   template <class F> __device__ void visit_runs(F&& f) const {
     const int m0 = 32 * (threadIdx.x / 32);
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int e = 0; e < 4; e += 2)
-#pragma unroll
-        for (int j = 0; j < FN; ++j) {
-          const int w = dmma_col(j, e);
-          f(m0 + dmma_row(i, e), w / 32, w % 32, &v[i][j][e]);
-        }
+    tiles.visit_pairs([&](int m, int w, const T* v) { f(m0 + m, w / 32, w % 32, v); });
   }
 };
+template <int BN> struct FwdAcc<double, BN, false> : FwdTcAcc<double, BN> {};
+template <int BN> struct FwdAcc<float, BN, true> : FwdTcAcc<float, BN> {};
 
 template <class T, int L3, int BN, bool kPublicOut, bool kTc>
 __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T, kTc>& s) {

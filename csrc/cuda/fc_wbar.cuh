@@ -157,53 +157,25 @@ template <> struct WAcc<float, false> {
   }
 };
 
-// fp64: DMMA (dmma.cuh), warp q owning all 16 channels u times channels w [16 q, 16 q + 16).
-template <> struct WAcc<double, false> {
-  double v[1][2][4];
-  __device__ void zero() {
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) v[0][j][e] = 0.0;
-  }
-  __device__ void multiply(const double (*a)[kWLdA<double>], const double (*c)[kWLdC<double>]) {
-    dmma_block<1, 2, WChunk<double>::M>(&a[0][0], kWLdA<double>, &c[0][0], kWLdC<double>, 0, 16 * (threadIdx.x / 32), v);
-  }
-  template <class F> __device__ void visit(F&& f) const {
-    const int n0 = 16 * (threadIdx.x / 32);
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) f(dmma_row(0, e), n0 + dmma_col(j, e), v[0][j][e]);
-  }
-};
 
-// fp32 with kTc: 3xTF32, warp q owning all 32 channels u times channels w [16 q, 16 q + 16); the
-// stages are swizzled (swz<true>).
-template <> struct WAcc<float, true> {
-  float v[2][2][4];
-  __device__ void zero() {
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) v[i][j][e] = 0.f;
-  }
-  __device__ void multiply(const float (*a)[kWLdA<float>], const float (*c)[kWLdC<float>]) {
-    tf32x3_block<2, 2, WChunk<float>::M>([&](int k, int m) { return a[k][swz<true>(k, m)]; },
-                                         [&](int k, int n) { return c[k][swz<true>(k, n)]; }, 0, 16 * (threadIdx.x / 32), v);
+
+// The tensor-core engines (DMMA in fp64, 3xTF32 in fp32 with kTc, which reads both stages
+// swizzled): warp q owns all K channels u times channels w [16 q, 16 q + 16).
+template <class T> struct WTcAcc {
+  static constexpr bool kSwz = sizeof(T) == 4;
+  WarpTiles<T, Chunk<T>::K / 16, 2> tiles;
+  __device__ void zero() { tiles.zero(); }
+  template <class PA, class PC> __device__ void multiply(PA a, PC c) {
+    tiles.template multiply<WChunk<T>::M>([&](int k, int m) { return a[k][swz<kSwz>(k, m)]; },
+                                          [&](int k, int n) { return c[k][swz<kSwz>(k, n)]; }, 0, 16 * (threadIdx.x / 32));
   }
   template <class F> __device__ void visit(F&& f) const {
     const int n0 = 16 * (threadIdx.x / 32);
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) f(dmma_row(i, e), n0 + dmma_col(j, e), v[i][j][e]);
+    tiles.visit([&](int u, int w, T v) { f(u, n0 + w, v); });
   }
 };
+template <> struct WAcc<double, false> : WTcAcc<double> {};
+template <> struct WAcc<float, true> : WTcAcc<float> {};
 
 // The slab's rows go in builds of RB rows (M_p built once per build), each build in chunks of
 // kWm (n, k) pairs. Per chunk: barrier; the next chunk's ct copy is issued; the A chunk is

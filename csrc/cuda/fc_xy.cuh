@@ -77,56 +77,24 @@ template <> struct XyAcc<float, false> {
   }
 };
 
-// fp64: DMMA (dmma.cuh), warp q owning (n, k) rows [32 q, 32 q + 32) times all 16 channels u.
-template <> struct XyAcc<double, false> {
-  double v[2][2][4];
-  __device__ void zero() {
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) v[i][j][e] = 0.0;
-  }
-  __device__ void multiply(const double (*c)[kXyLdC<double, false>], const double (*wt)[kXyLdW<double, false>]) {
-    dmma_block<2, 2, kCtW>(&c[0][0], kXyLdC<double, false>, &wt[0][0], kXyLdW<double, false>, 32 * (threadIdx.x / 32), 0, v);
-  }
-  __device__ void store(double (*g)[kBM + kPad]) const {
-    const int m0 = 32 * (threadIdx.x / 32);
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) g[dmma_col(j, e)][m0 + dmma_row(i, e)] = v[i][j][e];
-  }
-};
 
-// fp32 with kTc: 3xTF32, warp q owning (n, k) rows [32 q, 32 q + 32) times all 32 channels u.
-template <> struct XyAcc<float, true> {
-  float v[2][4][4];
-  __device__ void zero() {
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) v[i][j][e] = 0.f;
+
+// The tensor-core engines (DMMA in fp64, 3xTF32 in fp32 with kTc, which reads the swizzled ct
+// block): warp q owns (n, k) rows [32 q, 32 q + 32) times all K channels u.
+template <class T> struct XyTcAcc {
+  WarpTiles<T, 2, Chunk<T>::K / 8> tiles;
+  __device__ void zero() { tiles.zero(); }
+  template <class PC, class PW> __device__ void multiply(PC c, PW wt) {
+    tiles.template multiply<kCtW>([&](int k, int m) { return c[k][swz<sizeof(T) == 4>(k, m)]; },
+                                  [&](int k, int n) { return wt[k][n]; }, 32 * (threadIdx.x / 32), 0);
   }
-  __device__ void multiply(const float (*c)[kXyLdC<float, true>], const float (*wt)[kXyLdW<float, true>]) {
-    tf32x3_block<2, 4, kCtW>([&](int k, int m) { return c[k][swz<true>(k, m)]; }, [&](int k, int n) { return wt[k][n]; },
-                             32 * (threadIdx.x / 32), 0, v);
-  }
-  __device__ void store(float (*g)[kBM + kPad]) const {
+  __device__ void store(T (*g)[kBM + kPad]) const {
     const int m0 = 32 * (threadIdx.x / 32);
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) g[dmma_col(j, e)][m0 + dmma_row(i, e)] = v[i][j][e];
+    tiles.visit([&](int m, int u, T v) { g[u][m0 + m] = v; });
   }
 };
+template <> struct XyAcc<double, false> : XyTcAcc<double> {};
+template <> struct XyAcc<float, true> : XyTcAcc<float> {};
 
 // W_p's block u in [u0, u0 + K), w in [wb0, wb0 + kCtW) into wt[w][u] (zeros outside C_in x
 // C_out). Lanes run over u, so the transposed stores are conflict-free (with lanes over w, as
