@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One line per kernel of a CUDA source: its name and a hash of its machine code (the .text
+# section of the sm_90 cubin), without a GPU. Run it before and after a refactor and diff the
+# two: equal hashes mean the kernels did not change at all.
+#   bash benchmarks/cubin_text_hashes.sh csrc/cuda/fc_cuda.cu [python] > before.txt
+# The optional python is one with jax installed (for the XLA FFI headers; default python3).
+# Kernel names lose the anonymous namespace's per-file hash, which changes with the file.
+set -euo pipefail
+src=$1; py=${2:-python3}
+cd "$(git rev-parse --show-toplevel)"
+inc=$("$py" -c "import jax; print(jax.ffi.include_dir())")
+cubin=$(mktemp --suffix .cubin)
+trap 'rm -f "$cubin"' EXIT
+nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -diag-suppress=940,2473,177 -I csrc -I "$inc" \
+  -cubin "$src" -o "$cubin"
+for s in $(readelf -S --wide "$cubin" 2>/dev/null | awk '$2 ~ /^\.text\./ {print $2}'); do
+  echo "$(echo "$s" | sed -E 's/_GLOBAL__N__[0-9a-f]+_[0-9]+_[A-Za-z0-9_]+_[0-9a-f]{8}//') $(readelf -x "$s" "$cubin" 2>/dev/null | md5sum | cut -c1-12)"
+done | sort
