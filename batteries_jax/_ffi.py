@@ -11,6 +11,11 @@ from batteries_jax import _batteries_jax as _ext
 WITH_CUDA: bool = bool(_ext.with_cuda)
 
 
+def ext():
+    """The compiled extension (module.cc): its handlers and the sizes the lowerings ask it for."""
+    return _ext
+
+
 @functools.cache
 def register() -> None:
     """Register the handlers with XLA (idempotent). Target names are "bj_<op>"."""

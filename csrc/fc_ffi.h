@@ -61,14 +61,6 @@ inline ffi::Error fc_check(const ffi::AnyBuffer& x, const ffi::AnyBuffer& y, con
   return ffi::Error::Success();
 }
 
-// Elements of the backward's scratch, in this order: w_bar's slab partials (at most `slabs`
-// slabs of each group's rows, summed over the slabs in a fixed order), when w_bar is asked
-// for; then the x_bar and y_bar partials of the l3 = 2, 1, 0 tiles (the l3 = 3 tiles write
-// x_bar and y_bar themselves; all four are summed in that fixed order), when asked for.
-inline int64_t fc_scratch_size(const FcDims& d, int64_t slabs, bool need_x, bool need_y, bool need_w) {
-  return (need_w ? d.groups * slabs * d.w_size() : 0) + (need_x ? 3 * d.n * 16 * d.c_in : 0) + (need_y ? 3 * d.n * 16 : 0);
-}
-
 inline ffi::Error fc_check_bwd(const ffi::AnyBuffer& xt, const ffi::AnyBuffer& y, const ffi::AnyBuffer& w,
                                const ffi::AnyBuffer& ctt, const ffi::AnyBuffer& x_bar,
                                const ffi::AnyBuffer& y_bar, const ffi::AnyBuffer& w_bar,

@@ -19,6 +19,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from batteries_jax import _ffi
 from batteries_jax.primitives._multilinear import MultilinearFamily
 
 # w_bar sums each group's rows in slabs (one CTA per path and slab), then adds the slabs in a
@@ -82,11 +83,9 @@ def _lower_bwd(x, y, w, ct, *, need, platform, tf32x3=False):
     empty = jnp.zeros((0,), dt)
     kernel_shapes = ((n, 16, c_in), y.shape, w.shape)  # x_bar comes back as [n, 16, C_in]
     results = [jax.ShapeDtypeStruct(s if flag else (0,), dt) for s, flag in zip(kernel_shapes, need)]
-    # the CUDA handler's workspace (fc_ffi.h, fc_scratch_size): w_bar's slab partials, then the
-    # x_bar and y_bar partials of the l3 = 2, 1, 0 tiles; the CPU handler takes none
-    scratch = 0 if platform == "cpu" else (
-        (groups * slabs * 34 * c_in * c_out if need[2] else 0) + (3 * n * 16 * c_in if need[0] else 0)
-        + (3 * n * 16 if need[1] else 0))
+    # the CUDA handler's workspace (kernels/fc.h, fc_scratch_size: w_bar's slab partials, then the
+    # x_bar and y_bar partials of the l3 = 2, 1, 0 tiles); the CPU handler takes none
+    scratch = 0 if platform == "cpu" else _ffi.ext().fc_scratch_size(n, c_in, c_out, groups, slabs, *need)
     results.append(jax.ShapeDtypeStruct((scratch,), dt))
     outs = jax.ffi.ffi_call("bj_fc_bwd", results)(
         jnp.swapaxes(x, 1, 2) if x_read else empty, y, w if w_read else empty, jnp.swapaxes(ct, 1, 2),

@@ -59,4 +59,13 @@ struct FcDims {
   int64_t w_size() const { return kSeedPaths * c_in * c_out; }  // one group's weights
 };
 
+// Elements of the CUDA backward's scratch, in this order: w_bar's slab partials (at most `slabs`
+// slabs of each group's rows, summed over the slabs in a fixed order), when w_bar is asked
+// for; then the x_bar and y_bar partials of the l3 = 2, 1, 0 tiles (the l3 = 3 tiles write
+// x_bar and y_bar themselves; all four are summed in that fixed order), when asked for. The
+// one source of this size: fc.py asks the extension for it (module.cc) when it lowers a call.
+inline int64_t fc_scratch_size(const FcDims& d, int64_t slabs, bool need_x, bool need_y, bool need_w) {
+  return (need_w ? d.groups * slabs * d.w_size() : 0) + (need_x ? 3 * d.n * 16 * d.c_in : 0) + (need_y ? 3 * d.n * 16 : 0);
+}
+
 }  // namespace bj
