@@ -9,10 +9,11 @@ namespace {
 // ------------------------------------------------------------------------------ forward
 // The W chunk is double-buffered: the next (path, chunk) step's copy (cp.async) flies during this
 // step's product and the next A stage. The tile's y rows are staged once, so that each path's
-// matrices are built from shared memory instead of waiting on global loads. 44 KB (fp32) /
-// 56 KB (fp64) of dynamic shared memory.
-// Row lengths of the A and W stages: kBM + kPad and kBN for the fp32 FMA tiles, dmma_ld (= 4
-// mod 16, conflict-free fragment loads) for the fp64 DMMA blocks.
+// matrices are built from shared memory instead of waiting on global loads. Dynamic shared
+// memory: 44 KB (fp32 FMA), 46.5 KB (3xTF32), 56.5 KB (fp64).
+// Row lengths of the A and W stages: kBM + kPad and kBN for the fp32 FMA tiles; for the
+// tensor-core engines, the lengths that make their fragment loads conflict-free: dmma_ld (4 mod
+// 16 doubles, fp64) and tf32_ld (8 mod 32 floats, 3xTF32).
 template <class T, bool kTc> constexpr int kFwdLdA = sizeof(T) == 8 ? dmma_ld(kBM) : kTc ? tf32_ld(kBM) : kBM + kPad;
 template <class T, bool kTc> constexpr int kFwdLdB = sizeof(T) == 8 ? dmma_ld(kBN) : kTc ? tf32_ld(kBN) : kBN;
 

@@ -39,12 +39,13 @@ template <class T> struct WChunk { static constexpr int M = sizeof(T) == 4 ? 64 
 
 // Rows whose M_p the w_bar kernel builds at once, in tiles: the build (global y loads, then
 // every CG term by one thread per row) is latency the CTA waits through, so it is amortised
-// over several chunks of the product. fp64 keeps its static shared memory under 48 KB.
+// over several chunks of the product. fp64 builds 2 tiles at a time: 4 would cost it the fourth
+// CTA per SM, which lost (fwd+bwd 2.98 -> 3.16 ms at N = 20k, H200, 2026-11-29).
 template <class T> struct WBuild { static constexpr int kTiles = sizeof(T) == 4 ? 4 : 2; };
 
 // The ct chunk is double-buffered: the next chunk's copy (cp.async, no registers) flies during
-// this chunk's A stage and product. 54 KB of dynamic shared memory in fp32, 50 KB in fp64;
-// 4 CTAs per SM either way. With the heaviest-first grid, W_bar went 1.18 -> 0.82 ms (fp32,
+// this chunk's A stage and product. 54 KB of dynamic shared memory in fp32 (either engine), 53 KB
+// in fp64; 4 CTAs per SM either way. With the heaviest-first grid, W_bar went 1.18 -> 0.82 ms (fp32,
 // N = 20k, ncu, H200), and 2.56 -> 2.12 in fp64.
 // Row lengths of the A and ct stages: plain in fp32 (FMA tiles), dmma_ld in fp64 (DMMA blocks).
 // The 3xTF32 engine swizzles both stages instead (padding would cost the fourth CTA per SM).

@@ -21,8 +21,8 @@ template <class T> struct XyArgs {
 
 // ct channels per staged block. With C_out <= kCtW the tile's whole ct (the same for every
 // path of the tile) is staged once per tile instead of once per path; wider C_out is staged
-// block by block per path, as before. 56 KB of dynamic shared memory in fp32 (4 CTAs per SM),
-// 95 KB in fp64 (2).
+// block by block per path, as before. 55.5 KB of dynamic shared memory in fp32, either engine
+// (4 CTAs per SM), 96.5 KB in fp64 (2).
 constexpr int kCtW = 64;
 
 // Row lengths of the ct and W stages: plain in fp32 (FMA tiles), dmma_ld in fp64 (DMMA blocks).
