@@ -15,6 +15,9 @@
 // and writes out in the public layout [n, C, 16] (stage_a_chunk, the end of fwd_tile).
 // Only the matrices M_p are built per path at compile time (build_matrices); the products are
 // one copy per l3, which keeps the build time and the instruction footprint small.
+// The products' inner loops run on one of three engines (fc_common.cuh, swz): FMA thread tiles
+// (fp32, the default), 3xTF32 on the tensor cores (fp32 with precision="tf32x3") or DMMA
+// (fp64, float64 arithmetic); warp_tiles.cuh holds the tensor-core accumulators.
 // The kernels live in fc_common.cuh (shared parts), fc_forward.cuh, fc_xy.cuh and fc_wbar.cuh.
 #include <cuda_runtime.h>
 
