@@ -53,9 +53,9 @@ def tensor_product(x, y, weights, *, precision="highest"):
 
     * ``"highest"`` (default): float32 FMAs.
     * ``"tf32x3"``: the channel contractions on the tensor cores in 3xTF32 (each operand split
-      into two TF32 parts, three products), forward and every derivative. Errors stay at the
-      float32 level (a few units of 1e-7 relative to the output's scale, against 1e-3 for
-      plain TF32), but they are not the FMA path's bits.
+      into two TF32 parts, three products), forward and every derivative. Errors are a few
+      1e-6 of the output's scale (H200: 3.4e-6 on the forward, up to 5.8e-6 on a weight
+      gradient summed over 48k terms; the FMA path is at a few 1e-7, plain TF32 near 1e-3).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")

@@ -6,12 +6,14 @@ first-order backward, closed under JVP and transposition):
 
 x ``[n, C_in, 16]``, y ``[n, 16]``, W ``[groups, 34, C_in, C_out]`` (rows in ``groups`` equal
 blocks, each with its own weights: one group unless the weights are vmapped, which folds the
-batch into the groups), out ``[n, C_out, 16]``. Static parameter ``tf32x3`` (default False): the
-CUDA kernels' float32 products run in 3xTF32 on the tensor cores (``tensor_product``'s
-``precision="tf32x3"``); float64 and the CPU handler ignore it. The forward kernel reads x in this layout and,
+batch into the groups), out ``[n, C_out, 16]``. The forward kernel reads x in this layout and,
 for small grids, writes out in it too (``_public_out``); otherwise it writes out component-major
 ``[n, 16, C_out]``, as the backward kernels read and write every channel-carrying operand
 (channels contiguous), and XLA transposes around those calls.
+
+Static parameter ``tf32x3`` (default False): the CUDA kernels' float32 products run in 3xTF32 on
+the tensor cores (``tensor_product``'s ``precision="tf32x3"``); float64 and the CPU handler
+ignore it.
 """
 from __future__ import annotations
 
