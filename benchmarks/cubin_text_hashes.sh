@@ -8,11 +8,10 @@
 set -euo pipefail
 src=$1; py=${2:-python3}
 cd "$(git rev-parse --show-toplevel)"
-inc=$("$py" -c "import jax; print(jax.ffi.include_dir())")
+source benchmarks/_cubin.sh
 cubin=$(mktemp --suffix .cubin)
 trap 'rm -f "$cubin"' EXIT
-nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -diag-suppress=940,2473,177 -I csrc -I "$inc" \
-  -cubin "$src" -o "$cubin"
+build_cubin "$src" "$py" "$cubin"
 for s in $(readelf -S --wide "$cubin" 2>/dev/null | awk '$2 ~ /^\.text\./ {print $2}'); do
   echo "$(echo "$s" | sed -E 's/_GLOBAL__N__[0-9a-f]+_[0-9]+_[A-Za-z0-9_]+_[0-9a-f]{8}//') $(readelf -x "$s" "$cubin" 2>/dev/null | md5sum | cut -c1-12)"
 done | sort

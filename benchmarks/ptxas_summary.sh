@@ -9,11 +9,10 @@
 set -euo pipefail
 src=$1; py=${2:-python3}
 cd "$(git rev-parse --show-toplevel)"
-inc=$("$py" -c "import jax; print(jax.ffi.include_dir())")
+source benchmarks/_cubin.sh
 cubin=$(mktemp --suffix .cubin)
 trap 'rm -f "$cubin"' EXIT
-log=$(nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -diag-suppress=940,2473,177 -I csrc -I "$inc" \
-  -Xptxas -v -cubin "$src" -o "$cubin" 2>&1)
+log=$(build_cubin "$src" "$py" "$cubin" -Xptxas -v 2>&1)
 sizes=$(readelf -S --wide "$cubin" 2>/dev/null | awk '$2 ~ /^\.text\./ {print substr($2, 7), $6}')
 SIZES="$sizes" python3 -c '
 import os, re, subprocess, sys
