@@ -152,10 +152,11 @@ def test_fc_forward_out_layouts(rng, n):
     """The forward kernel writes out in the public layout for small grids and component-major
     (transposed by XLA) for large ones (fc._public_out); both against the reference."""
     from batteries_jax.primitives import fc
-    assert fc._public_out(n, 3, 1) == (n == 40)
+    assert fc._public_out(n, 4, 1) == (n == 40)
+    assert fc._public_out(n, 3, 1)  # C_out % 4 != 0 always takes the public-layout kernel
     x = jnp.asarray(rng.normal(size=(n, 2, 16)))
     y = jnp.asarray(rng.normal(size=(n, 16)))
-    W = jnp.asarray(rng.normal(size=(34, 2, 3)))
+    W = jnp.asarray(rng.normal(size=(34, 2, 4)))
     assert_close(jax.jit(bj.tensor_product)(x, y, W), ref_fc(x, y, W), np.float64)
 
 
