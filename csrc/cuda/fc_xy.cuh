@@ -27,8 +27,9 @@ constexpr int kCtW = 64;
 
 // Row lengths of the ct and W stages: plain in fp32 (FMA tiles), dmma_ld in fp64 (DMMA blocks).
 // The 3xTF32 engine swizzles the ct block instead (padding it would cost the fourth CTA per SM).
-// fp64 tiles hold 64 (n, k) pairs: the resident ct block is then 34 KB instead of 68, and 3 CTAs
-// fit on an SM instead of 2 (the kernel waits on its per-path phases, and more CTAs hide them).
+// fp64 tiles hold 64 (n, k) pairs: the resident ct block is then 34 KB instead of 68, and 4 CTAs
+// fit on an SM instead of 2 at 128 registers (80 B of spill; the kernel waits on its per-path
+// phases, and more CTAs hide them).
 template <class T> constexpr int kXyBM = sizeof(T) == 8 ? 64 : kBM;
 template <class T, bool kTc> constexpr int kXyLdC = sizeof(T) == 8 ? dmma_ld(kXyBM<T>) : kBM;
 template <class T, bool kTc> constexpr int kXyLdW = sizeof(T) == 8 ? dmma_ld(Chunk<T>::K) : kTc ? tf32_ld(Chunk<T>::K) : Chunk<T>::K;
@@ -274,7 +275,7 @@ __device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T, kTc>& s)
 }
 
 template <class T, bool kTc>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 3) fc_xy_kernel(XyArgs<T> a, TileMap map) {
+__global__ void __launch_bounds__(kThreads, 4) fc_xy_kernel(XyArgs<T> a, TileMap map) {
   extern __shared__ __align__(16) unsigned char xy_smem[];
   XySmem<T, kTc>& s = *reinterpret_cast<XySmem<T, kTc>*>(xy_smem);
   const TileRef t = locate(map, a.d, blockIdx.x, kXyBM<T>);
