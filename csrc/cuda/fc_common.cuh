@@ -19,9 +19,21 @@ constexpr int kPad = 4;         // row padding of transposed stages (keeps 16-by
 
 // Reduction-chunk width: 32 channels in fp32, 16 in fp64 (same shared-memory bytes).
 template <class T> struct Chunk { static constexpr int K = sizeof(T) == 4 ? 32 : 16; };
-template <int L3> struct Tile {
-  static constexpr int D = 2 * L3 + 1, R = kBM / D;
+// A tile of BM (n, k) pairs of one l3 (kBM in every kernel but the fp64 x_bar / y_bar one).
+template <int L3, int BM = kBM> struct Tile {
+  static constexpr int D = 2 * L3 + 1, R = BM / D;
 };
+// Entries of the per-path matrices M_p of one tile: max over l3 of R (2 l1 + 1) (2 l3 + 1), with
+// l1 = 3 into every l3 (896 at BM = 128, 448 at 64).
+constexpr int mat_max(int bm) {
+  int m = 0;
+  for (int l3 = 0; l3 < 4; ++l3) {
+    const int v = bm / (2 * l3 + 1) * 7 * (2 * l3 + 1);
+    m = v > m ? v : m;
+  }
+  return m;
+}
+static_assert(mat_max(kBM) == kMatMax, "kMatMax is mat_max(kBM)");
 
 // Which engine a kernel's products run on (template flag kTc = the caller's precision="tf32x3",
 // float32 only): FMA thread tiles (fp32, the default), 3xTF32 warp blocks (fp32, kTc;
@@ -132,7 +144,7 @@ struct TileRef {
 
 // Constant indices only: a runtime index into the kernel-parameter struct would make the
 // compiler copy it to local memory (an 88-byte stack frame in every kernel).
-__device__ TileRef locate(const TileMap& tm, const FcDims& d, int64_t item) {
+__device__ TileRef locate(const TileMap& tm, const FcDims& d, int64_t item, int bm = kBM) {
   int l3 = tm.l3_of[0];
   int64_t start = tm.start[0], per_group = tm.per_group[0];
 #pragma unroll
@@ -143,19 +155,19 @@ __device__ TileRef locate(const TileMap& tm, const FcDims& d, int64_t item) {
       per_group = tm.per_group[o];
     }
   const int64_t local = item - start, g = local / per_group, t = local % per_group;
-  const int R = kBM / (2 * l3 + 1);
+  const int R = bm / (2 * l3 + 1);
   const int64_t first = t * R, left = d.rows_per_group - first;
   return TileRef{l3, int(left < R ? left : R), int(g), g * d.rows_per_group + first};
 }
 
 
 // Tiles per group for each l3, in the order l3 = 3, 2, 1, 0: the heaviest tiles (most paths)
-// first, so that the light ones fill the last wave.
-TileMap tile_map(const FcDims& d) {
+// first, so that the light ones fill the last wave. Tiles of bm (n, k) pairs.
+TileMap tile_map(const FcDims& d, int bm = kBM) {
   TileMap m{};
   m.start[0] = 0;
   for (int o = 0; o < 4; ++o) {
-    const int l3 = 3 - o, R = kBM / (2 * l3 + 1);
+    const int l3 = 3 - o, R = bm / (2 * l3 + 1);
     m.l3_of[o] = l3;
     m.per_group[o] = (d.rows_per_group + R - 1) / R;
     m.start[o + 1] = m.start[o] + m.per_group[o] * d.groups;

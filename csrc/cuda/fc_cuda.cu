@@ -80,7 +80,7 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
     }
     if (b.x_bart || b.y_bar) {
       const XyArgs<T> args{b.xt, b.y, b.w, b.ctt, b.x_bart, b.y_bar, b.x_part, b.y_part, d};
-      const TileMap map = tile_map(d);  // l3 = 3 first (the heaviest tiles)
+      const TileMap map = tile_map(d, kXyBM<T>);  // l3 = 3 first (the heaviest tiles)
       with_engine<T>(tf32x3, [&](auto tc) { launch_xy<T, decltype(tc)::value>(args, map, stream); });
       const int64_t nx = b.x_bart ? d.n * 16 * c_in : 0, ny = b.y_bar ? d.n * 16 : 0;
       const unsigned blocks = grid_for(nx + ny, 256), cap = unsigned(8 * sm_count());

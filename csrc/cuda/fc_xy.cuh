@@ -27,17 +27,21 @@ constexpr int kCtW = 64;
 
 // Row lengths of the ct and W stages: plain in fp32 (FMA tiles), dmma_ld in fp64 (DMMA blocks).
 // The 3xTF32 engine swizzles the ct block instead (padding it would cost the fourth CTA per SM).
-template <class T, bool kTc> constexpr int kXyLdC = sizeof(T) == 8 ? dmma_ld(kBM) : kBM;
+// fp64 tiles hold 64 (n, k) pairs: the resident ct block is then 34 KB instead of 68, and 4 CTAs
+// fit on an SM instead of 2 at 128 registers (80 B of spill; the kernel waits on its per-path
+// phases, and more CTAs hide them).
+template <class T> constexpr int kXyBM = sizeof(T) == 8 ? 64 : kBM;
+template <class T, bool kTc> constexpr int kXyLdC = sizeof(T) == 8 ? dmma_ld(kXyBM<T>) : kBM;
 template <class T, bool kTc> constexpr int kXyLdW = sizeof(T) == 8 ? dmma_ld(Chunk<T>::K) : kTc ? tf32_ld(Chunk<T>::K) : Chunk<T>::K;
 
 template <class T, bool kTc> struct XySmem {
   T c[kCtW][kXyLdC<T, kTc>];         // ct block, [w][(n, k)] (swz<kTc> on (n, k))
   union {
     T wt[kCtW][kXyLdW<T, kTc>];    // W block, [w][u], during a product
-    T g[Chunk<T>::K][kBM + kPad];  // G chunk, [u][(n, k)], once the product is done
+    T g[Chunk<T>::K][kXyBM<T> + kPad];  // G chunk, [u][(n, k)], once the product is done
   };
-  T mat[kMatMax];
-  T h[kMatMax];                      // H[r][i][k] = sum_u x[n, u, i] G[(n, k), u]
+  T mat[mat_max(kXyBM<T>)];
+  T h[mat_max(kXyBM<T>)];                      // H[r][i][k] = sum_u x[n, u, i] G[(n, k), u]
 };
 
 // The x/y kernel's G chunk, G[(n, k), u] = sum_w ct[(n, k), w] W[u, w] over 64-channel blocks
@@ -80,16 +84,17 @@ template <> struct XyAcc<float, false> {
 
 
 // The tensor-core engines (DMMA in fp64, 3xTF32 in fp32 with kTc, which reads the swizzled ct
-// block): warp q owns (n, k) rows [32 q, 32 q + 32) times all K channels u.
+// block): warp q owns (n, k) rows [q BM / 4, (q + 1) BM / 4) times all K channels u.
 template <class T> struct XyTcAcc {
-  WarpTiles<T, 2, Chunk<T>::K / 8> tiles;
+  static constexpr int kRows = kXyBM<T> / 4;  // per warp
+  WarpTiles<T, kRows / 16, Chunk<T>::K / 8> tiles;
   __device__ void zero() { tiles.zero(); }
   template <class PC, class PW> __device__ void multiply(PC c, PW wt) {
     tiles.template multiply<kCtW>([&](int k, int m) { return c[k][swz<sizeof(T) == 4>(k, m)]; },
-                                  [&](int k, int n) { return wt[k][n]; }, 32 * (threadIdx.x / 32), 0);
+                                  [&](int k, int n) { return wt[k][n]; }, kRows * (threadIdx.x / 32), 0);
   }
-  __device__ void store(T (*g)[kBM + kPad]) const {
-    const int m0 = 32 * (threadIdx.x / 32);
+  __device__ void store(T (*g)[kXyBM<T> + kPad]) const {
+    const int m0 = kRows * (threadIdx.x / 32);
     tiles.visit([&](int m, int u, T v) { g[u][m0 + m] = v; });
   }
 };
@@ -127,8 +132,9 @@ template <class T, int L3, bool kSwz, int LD>
 __device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, int64_t wb0, T (*c)[LD]) {
   constexpr int D = 2 * L3 + 1, V = 16 / sizeof(T), G = kCtW / V;
   const bool vec = c_out % V == 0;  // then a V-group of channels is wholly inside or outside C_out
-  for (int q = threadIdx.x; q < kBM * G; q += kThreads) {
-    const int m = q % kBM, g = q / kBM, r = m / D, k = m % D;
+  constexpr int BM = kXyBM<T>;
+  for (int q = threadIdx.x; q < BM * G; q += kThreads) {
+    const int m = q % BM, g = q / BM, r = m / D, k = m % D;
     const int64_t w = wb0 + g * V;
     const bool row_ok = r < t.nrows;
     const T* src = ctt + ((t.row0 + (row_ok ? r : 0)) * 16 + L3 * L3 + k) * c_out + (w < c_out ? w : 0);
@@ -154,7 +160,7 @@ __device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, in
 // (fp32); fwd+bwd pipelined 0.380 -> 0.165 ms at N = 1k and 1.83 -> 1.67 at N = 20k.)
 template <class T, int L3, bool kTc>
 __device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T, kTc>& s) {
-  constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, BK = Chunk<T>::K;
+  constexpr int D = 2 * L3 + 1, R = Tile<L3, kXyBM<T>>::R, BK = Chunk<T>::K;
   const int tid = threadIdx.x;
   const int64_t c_in = a.d.c_in, c_out = a.d.c_out;
   const bool ct_resident = c_out <= kCtW;
@@ -173,7 +179,7 @@ __device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T, kTc>& s)
     __syncthreads();
     int P = 0;
     const int L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto p) {
-      build_matrices<decltype(l1)::value, decltype(l2)::value, L3>(a.y, t.row0, t.nrows, s.mat);
+      build_matrices<decltype(l1)::value, decltype(l2)::value, L3, T, R>(a.y, t.row0, t.nrows, s.mat);
       P = decltype(p)::value;
     });
     const int D1 = 2 * L1 + 1;
@@ -269,10 +275,10 @@ __device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T, kTc>& s)
 }
 
 template <class T, bool kTc>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_xy_kernel(XyArgs<T> a, TileMap map) {
+__global__ void __launch_bounds__(kThreads, 4) fc_xy_kernel(XyArgs<T> a, TileMap map) {
   extern __shared__ __align__(16) unsigned char xy_smem[];
   XySmem<T, kTc>& s = *reinterpret_cast<XySmem<T, kTc>*>(xy_smem);
-  const TileRef t = locate(map, a.d, blockIdx.x);
+  const TileRef t = locate(map, a.d, blockIdx.x, kXyBM<T>);
   switch (t.l3) {
     case 0: xy_tile<T, 0, kTc>(a, t, s); break;
     case 1: xy_tile<T, 1, kTc>(a, t, s); break;
