@@ -5,7 +5,7 @@
 // never written to memory:
 //   forward   out[(n,k), w]  = sum_{p,u} A_p[(n,k), u] W[p, u, w]      one CTA: 128 (n,k) x 64 w
 //   x/y_bar   G_p[(n,k), u]  = sum_w ct[(n,k), w] W[p, u, w], then contracted with M_p (x_bar)
-//             and with x (y_bar)                                       one CTA: 128 (n,k), all p
+//             and with x (y_bar)                           one CTA: 128 (n,k) (64 in fp64), all p
 //             into l3; one launch, each l3's copy summed in a fixed order by a second kernel
 //   w_bar     W_bar[p, u, w] = sum_{(n,k)} A_p[(n,k), u] ct[(n,k), w]  one CTA: one path, a slab
 //             of rows; slabs summed in a fixed order by a second kernel (no atomics).
