@@ -1,10 +1,10 @@
 // float32 matrix products on the tensor cores with float32-level accuracy ("3xTF32"), the FC
 // kernels' opt-in fp32 engine (tensor_product(..., precision="tf32x3")).
 //
-// Each operand x is split into big = tf32(x) (10 explicit mantissa bits) and small = tf32(x - big)
-// (the next 11), and a b is taken as big_a big_b + big_a small_b + small_a big_b; the dropped
-// small_a small_b term is below 2^-21 of |a b|. Accumulation is in float32 on the tensor cores.
-// The result differs from an FMA loop's by a few float32 roundings of the sum's terms, not by
+// Each operand x is split into big = tf32(x) (10 explicit mantissa bits) and small = x - big (of
+// which the tensor cores use the next 10 or 11 bits), and a b is taken as big_a big_b + big_a
+// small_b + small_a big_b; the dropped small_a small_b term is below 2^-21 of |a b|.
+// Accumulation is in float32 on the tensor cores. The result differs from an FMA loop's by a few float32 roundings of the sum's terms, not by
 // TF32's 2^-11 (measured in benchmark_tensor_product.py's ACCURACY lines and the GPU tests).
 //
 // Operands sit in shared memory k-major; the caller passes them as accessors a(k, m), b(k, n)
@@ -24,11 +24,15 @@ struct Tf32Split {
   uint32_t big, small;
 };
 
+// big = x rounded to TF32, to nearest with ties away from zero (what cvt.rna gives): half a TF32
+// ulp added to the bits, whose low 13 the tensor cores ignore. small = x - big, exact in float32,
+// handed over whole: the tensor cores read it truncated to TF32, an error under 2^-21 |x|, the
+// size of the dropped small_a small_b term. cvt.rna.tf32.f32 compiles to about seven instructions
+// per operand on sm_90 (an infinity test and select for big, the same again for small); this is
+// three (an add, a mask, a subtraction). Infinities and NaNs still end up as NaN or infinity.
 __device__ __forceinline__ Tf32Split tf32_split(float x) {
-  uint32_t big, small;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(big) : "f"(x));
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(small) : "f"(x - __uint_as_float(big)));
-  return {big, small};
+  const uint32_t big = __float_as_uint(x) + 0x1000u;
+  return {big, __float_as_uint(x - __uint_as_float(big & 0xffffe000u))};
 }
 
 // d[16 x 8] += a[16 x 8] b[8 x 8] in TF32 on one warp. Lane 4 g + t holds a = A[g][t],
