@@ -4,8 +4,9 @@
 // Each operand x is split into big = tf32(x) (10 explicit mantissa bits) and small = x - big (of
 // which the tensor cores use the next 10 or 11 bits), and a b is taken as big_a big_b + big_a
 // small_b + small_a big_b; the dropped small_a small_b term is below 2^-21 of |a b|.
-// Accumulation is in float32 on the tensor cores. The result differs from an FMA loop's by a few float32 roundings of the sum's terms, not by
-// TF32's 2^-11 (measured in benchmark_tensor_product.py's ACCURACY lines and the GPU tests).
+// Accumulation is in float32 on the tensor cores. The result differs from an FMA loop's by a few
+// float32 roundings of the sum's terms, not by TF32's 2^-11 (measured in
+// benchmark_tensor_product.py's ACCURACY lines and the GPU tests).
 //
 // Operands sit in shared memory k-major; the caller passes them as accessors a(k, m), b(k, n)
 // (so a stage may be swizzled). Fragment loads are conflict-free for row lengths of 8 (mod 32)
@@ -30,6 +31,9 @@ struct Tf32Split {
 // size of the dropped small_a small_b term. cvt.rna.tf32.f32 compiles to about seven instructions
 // per operand on sm_90 (an infinity test and select for big, the same again for small); this is
 // three (an add, a mask, a subtraction). Infinities and NaNs still end up as NaN or infinity.
+// H200, 2026-11-29, N = 20k, ncu: forward 0.509 -> 0.457 ms, x/y_bar 0.980 -> 0.919, w_bar 0.795
+// -> 0.670; pipelined fwd 0.444 -> 0.402, fwd+bwd 1.570 -> 1.431; the forward's difference from
+// the FMA engine stayed 3.4e-6 of max |out|.
 __device__ __forceinline__ Tf32Split tf32_split(float x) {
   const uint32_t big = __float_as_uint(x) + 0x1000u;
   return {big, __float_as_uint(x - __uint_as_float(big & 0xffffe000u))};
