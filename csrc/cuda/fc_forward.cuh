@@ -80,22 +80,25 @@ template <class T, int OFF, int N> __device__ __forceinline__ void load_run(cons
 }
 
 // The forward's A chunk: A[u][(r, k)] = sum_i x[n, u, i] M[r][i][k] for the BK channels from u0,
-// x in the public layout [n, C_in, 16]. One item = one row and NC = BK / 8 channels {c, c + 8,
-// ...}: each channel's l1 block is one contiguous run (load_run), and each M value read from
-// shared memory serves NC channels. A warp's 32 items are 4 rows x 8 channels c, so the stores
-// A[u][r * D + k] (row stride kBM + kPad = 4 mod 32 words, odd D) fall in distinct banks.
+// x in the public layout [n, C_in, 16]. One item = one row and NCH channels {c + 8 (h NCH + j)}
+// (c < 8, channel half h < H): each channel's l1 block is one contiguous run (load_run), and each M
+// value read from shared memory serves NCH channels. A warp's 32 items are 4 rows x 8 channels c,
+// so the stores A[u][r * D + k] (row stride kBM + kPad = 4 mod 32 words, odd D) fall in distinct
+// banks. In fp32 at l3 = 3 the channels come in two halves (H = 2): the tile's 18 rows give 144
+// items of 4 channels for 128 threads, so warp 0 ran a second round while the others waited at
+// the next barrier; 288 items of 2 channels cut that round to half an item.
 template <class T, int L1, int L3, class S>
 __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0, S& s) {
   constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, NC = BK / 8;
+  constexpr int H = sizeof(T) == 4 && L3 == 3 ? 2 : 1, NCH = NC / H, P = R * 8;
   const int64_t c_in = a.d.c_in;
-  for (int q = threadIdx.x; q < (R + 3) / 4 * 32; q += kThreads) {
-    const int c = q % 8, r = q / 32 * 4 + q / 8 % 4;
-    if (r >= R) continue;
+  for (int q = threadIdx.x; q < H * P; q += kThreads) {
+    const int h = q / P, c = q % 8, r = q % P / 8, j0 = h * NCH;
     const bool row_ok = r < t.nrows;
-    T xv[NC][D1];
+    T xv[NCH][D1];
 #pragma unroll
-    for (int j = 0; j < NC; ++j) {
-      const int64_t u = u0 + c + 8 * j;
+    for (int j = 0; j < NCH; ++j) {
+      const int64_t u = u0 + c + 8 * (j0 + j);
       if (row_ok && u < c_in) {
         load_run<T, L1 * L1, D1>(a.x + ((t.row0 + r) * c_in + u) * 16, xv[j]);
       } else {
@@ -106,17 +109,17 @@ __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0,
     const T* mr = s.mat + r * D1 * D;
 #pragma unroll
     for (int k = 0; k < D; ++k) {
-      T v[NC];
+      T v[NCH];
 #pragma unroll
-      for (int j = 0; j < NC; ++j) v[j] = T(0);
+      for (int j = 0; j < NCH; ++j) v[j] = T(0);
 #pragma unroll
       for (int i = 0; i < D1; ++i) {
         const T m = mr[i * D + k];
 #pragma unroll
-        for (int j = 0; j < NC; ++j) v[j] += xv[j][i] * m;
+        for (int j = 0; j < NCH; ++j) v[j] += xv[j][i] * m;
       }
 #pragma unroll
-      for (int j = 0; j < NC; ++j) s.a[c + 8 * j][r * D + k] = v[j];
+      for (int j = 0; j < NCH; ++j) s.a[c + 8 * (j0 + j)][r * D + k] = v[j];
     }
   }
 }
