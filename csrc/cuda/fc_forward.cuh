@@ -84,16 +84,21 @@ template <class T, int OFF, int N> __device__ __forceinline__ void load_run(cons
 // (c < 8, channel half h < H): each channel's l1 block is one contiguous run (load_run), and each M
 // value read from shared memory serves NCH channels. A warp's 32 items are 4 rows x 8 channels c,
 // so the stores A[u][r * D + k] (row stride kBM + kPad = 4 mod 32 words, odd D) fall in distinct
-// banks. In fp32 at l3 = 3 the channels come in two halves (H = 2): the tile's 18 rows give 144
-// items of 4 channels for 128 threads, so warp 0 ran a second round while the others waited at
-// the next barrier; 288 items of 2 channels cut that round to half an item.
-template <class T, int L1, int L3, class S>
+// banks. In the fp32 BN = 64 kernel at l3 = 3 the channels come in two halves (H = 2): the tile's
+// 18 rows give 144 items of 4 channels for 128 threads, so warp 0 ran a second round while the
+// others waited at the next barrier; 288 items of 2 channels cut that round to half an item
+// (H200, 2026-11-29, N = 20k pipelined: 0.550 -> 0.535 ms). The BN = 32 kernel (small grids)
+// keeps items of 4: there, halves measured slower (N = 1k: 0.061 -> 0.064).
+template <class T, int L1, int L3, int BN, class S>
 __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0, S& s) {
   constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, NC = BK / 8;
-  constexpr int H = sizeof(T) == 4 && L3 == 3 ? 2 : 1, NCH = NC / H, P = R * 8;
+  constexpr int H = sizeof(T) == 4 && L3 == 3 && BN == kBN ? 2 : 1, NCH = NC / H, P = R * 8;
   const int64_t c_in = a.d.c_in;
-  for (int q = threadIdx.x; q < H * P; q += kThreads) {
-    const int h = q / P, c = q % 8, r = q % P / 8, j0 = h * NCH;
+  // H = 1: rows in groups of 4 (the padding items past R skip), as the kernels had it before
+  constexpr int Q = H == 1 ? (R + 3) / 4 * 32 : H * P;
+  for (int q = threadIdx.x; q < Q; q += kThreads) {
+    const int h = H == 1 ? 0 : q / P, c = q % 8, r = H == 1 ? q / 32 * 4 + q / 8 % 4 : q % P / 8, j0 = h * NCH;
+    if (H == 1 && r >= R) continue;
     const bool row_ok = r < t.nrows;
     T xv[NCH][D1];
 #pragma unroll
@@ -239,10 +244,10 @@ __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<
     for (int64_t u0 = 0; u0 < a.d.c_in; u0 += BK) {
       __syncthreads();  // the last product is done with a and b[buf ^ 1]; mat is built
       switch (L1) {  // the A chunk, with the row's l1 block size known at compile time
-        case 0: stage_a_chunk<T, 0, L3>(a, t, u0, s); break;
-        case 1: stage_a_chunk<T, 1, L3>(a, t, u0, s); break;
-        case 2: stage_a_chunk<T, 2, L3>(a, t, u0, s); break;
-        default: stage_a_chunk<T, 3, L3>(a, t, u0, s); break;
+        case 0: stage_a_chunk<T, 0, L3, BN>(a, t, u0, s); break;
+        case 1: stage_a_chunk<T, 1, L3, BN>(a, t, u0, s); break;
+        case 2: stage_a_chunk<T, 2, L3, BN>(a, t, u0, s); break;
+        default: stage_a_chunk<T, 3, L3, BN>(a, t, u0, s); break;
       }
       // the next step's W chunk, issued after the A stage (whose registers are then free): it
       // flies during this product and the next A stage
