@@ -92,13 +92,15 @@ template <class T, int OFF, int N> __device__ __forceinline__ void load_run(cons
 template <class T, int L1, int L3, int BN, class S>
 __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0, S& s) {
   constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, NC = BK / 8;
-  constexpr int H = sizeof(T) == 4 && L3 == 3 && BN == kBN ? 2 : 1, NCH = NC / H, P = R * 8;
+  constexpr bool kFp32Big = sizeof(T) == 4 && BN == kBN;
+  constexpr int H = kFp32Big && L3 == 3 ? 2 : 1, NCH = NC / H, P = R * 8;
   const int64_t c_in = a.d.c_in;
-  // H = 1: rows in groups of 4 (the padding items past R skip), as the kernels had it before
-  constexpr int Q = H == 1 ? (R + 3) / 4 * 32 : H * P;
+  // Items run over q < H P (row q % P / 8) in the fp32 BN = 64 kernel, which spills 8 B so
+  // instead of 88; the other kernels keep rows in groups of 4, whose padding items past R skip.
+  constexpr int Q = kFp32Big ? H * P : (R + 3) / 4 * 32;
   for (int q = threadIdx.x; q < Q; q += kThreads) {
-    const int h = H == 1 ? 0 : q / P, c = q % 8, r = H == 1 ? q / 32 * 4 + q / 8 % 4 : q % P / 8, j0 = h * NCH;
-    if (H == 1 && r >= R) continue;
+    const int h = kFp32Big ? q / P : 0, c = q % 8, r = kFp32Big ? q % P / 8 : q / 32 * 4 + q / 8 % 4, j0 = h * NCH;
+    if (!kFp32Big && r >= R) continue;
     const bool row_ok = r < t.nrows;
     T xv[NCH][D1];
 #pragma unroll
