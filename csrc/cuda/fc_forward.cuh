@@ -95,7 +95,7 @@ __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0,
   constexpr bool kFp32Big = sizeof(T) == 4 && BN == kBN;
   constexpr int H = kFp32Big && L3 == 3 ? 2 : 1, NCH = NC / H, P = R * 8;
   const int64_t c_in = a.d.c_in;
-  // Items run over q < H P (row q % P / 8) in the fp32 BN = 64 kernel, which spills 8 B so
+  // Items run over q < H P (row q % P / 8) in the fp32 BN = 64 kernel, which then spills 8 B
   // instead of 88; the other kernels keep rows in groups of 4, whose padding items past R skip.
   constexpr int Q = kFp32Big ? H * P : (R + 3) / 4 * 32;
   for (int q = threadIdx.x; q < Q; q += kThreads) {
@@ -137,7 +137,7 @@ __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0,
 // BN = 64 kernel runs only for C_out % 4 == 0 (fc.py, _public_out), so it has no scalar
 // fallback: its code is smaller (fp32 258 -> 196 KB, fp64 308 -> 171 KB; "no instruction" was
 // 14% of its stall samples). H200, 2026-11-29, N = 20k pipelined: 3xTF32 0.459 -> 0.442 ms,
-// fp64 0.936 -> 0.892, fp32 FMA level (0.538 / 0.547; it spills 100 B now). The caller commits
+// fp64 0.936 -> 0.892, fp32 FMA level (0.538 / 0.547; it spilled 100 B then, 8 B since the A stage's half-width items). The caller commits
 // the group.
 template <class T, int BN, int LD>
 __device__ void stage_w_chunk(const T* wp, const FcDims& d, int64_t u0, int64_t w0, T (*b)[LD]) {
