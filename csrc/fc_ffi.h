@@ -81,26 +81,21 @@ inline ffi::Error fc_check_bwd(const ffi::AnyBuffer& xt, const ffi::AnyBuffer& y
 }
 
 // The backward's operands, typed; an operand or result that is empty is null. The scratch's
-// parts (fc_scratch_size) are null when absent.
+// parts (kernels/fc.h, fc_scratch_layout) are null when absent.
 template <class T> struct FcBwdBuffers {
   const T *xt, *y, *w, *ctt;
   T *x_bart, *y_bar, *w_bar;
-  T *w_part, *x_part, *y_part;  // scratch: [groups, slabs, 34, C_in, C_out], [3, n, 16, C_in], [3, n, 16]
+  T *w_part, *x_part, *y_part;  // in the scratch
   FcBwdBuffers(const ffi::AnyBuffer& xt_, const ffi::AnyBuffer& y_, const ffi::AnyBuffer& w_,
                const ffi::AnyBuffer& ctt_, ffi::AnyBuffer& x_bar_, ffi::AnyBuffer& y_bar_, ffi::AnyBuffer& w_bar_,
                ffi::AnyBuffer& scratch, const FcDims& d, int64_t slabs)
       : xt(or_null<const T>(xt_)), y(y_.typed_data<T>()), w(or_null<const T>(w_)), ctt(ctt_.typed_data<T>()),
         x_bart(or_null<T>(x_bar_)), y_bar(or_null<T>(y_bar_)), w_bar(or_null<T>(w_bar_)) {
-    T* at = or_null<T>(scratch);
-    if (!at) {  // no workspace (the CPU handler's call, or no result asked for)
-      w_part = x_part = y_part = nullptr;
-      return;
-    }
-    w_part = w_bar ? at : nullptr;
-    if (w_bar) at += d.groups * slabs * d.w_size();
-    x_part = x_bart ? at : nullptr;
-    if (x_bart) at += 3 * d.n * 16 * d.c_in;
-    y_part = y_bar ? at : nullptr;
+    T* const at = or_null<T>(scratch);  // null: no workspace (the CPU handler's call, or no result asked for)
+    const FcScratchLayout l = fc_scratch_layout(d, slabs, x_bart != nullptr, y_bar != nullptr, w_bar != nullptr);
+    w_part = at && l.w_part >= 0 ? at + l.w_part : nullptr;
+    x_part = at && l.x_part >= 0 ? at + l.x_part : nullptr;
+    y_part = at && l.y_part >= 0 ? at + l.y_part : nullptr;
   }
 
  private:

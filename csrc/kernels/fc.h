@@ -56,16 +56,39 @@ template <int L1, int L2, int L3, class T> BJ_HD void fc_row_matrix(const T* y, 
 // Operand sizes of one call: n rows in `groups` blocks of rows_per_group.
 struct FcDims {
   int64_t n, groups, rows_per_group, c_in, c_out;
-  int64_t w_size() const { return kSeedPaths * c_in * c_out; }  // one group's weights
+  constexpr int64_t w_size() const { return kSeedPaths * c_in * c_out; }  // one group's weights
 };
 
-// Elements of the CUDA backward's scratch, in this order: w_bar's slab partials (at most `slabs`
-// slabs of each group's rows, summed over the slabs in a fixed order), when w_bar is asked
-// for; then the x_bar and y_bar partials of the l3 = 2, 1, 0 tiles (the l3 = 3 tiles write
-// x_bar and y_bar themselves; all four are summed in that fixed order), when asked for. The
-// one source of this size: fc.py asks the extension for it (module.cc) when it lowers a call.
-inline int64_t fc_scratch_size(const FcDims& d, int64_t slabs, bool need_x, bool need_y, bool need_w) {
-  return (need_w ? d.groups * slabs * d.w_size() : 0) + (need_x ? 3 * d.n * 16 * d.c_in : 0) + (need_y ? 3 * d.n * 16 : 0);
+// The CUDA backward's scratch, in this order: w_bar's slab partials (at most `slabs` slabs of
+// each group's rows, summed over the slabs in a fixed order), when w_bar is asked for; then the
+// x_bar and y_bar partials of the l3 = 2, 1, 0 tiles (the l3 = 3 tiles write x_bar and y_bar
+// themselves; all four are summed in that fixed order), when asked for. The one source of this
+// layout: the handler takes its offsets (fc_ffi.h, FcBwdBuffers), and fc.py asks the extension
+// for its size (module.cc) when it lowers a call. Offsets of absent parts are -1.
+struct FcScratchLayout {
+  int64_t w_part, x_part, y_part, size;  // element offsets into the scratch, and its length
+};
+constexpr FcScratchLayout fc_scratch_layout(const FcDims& d, int64_t slabs, bool need_x, bool need_y, bool need_w) {
+  FcScratchLayout l{-1, -1, -1, 0};
+  if (need_w) {  // [groups, slabs, 34, C_in, C_out]
+    l.w_part = l.size;
+    l.size += d.groups * slabs * d.w_size();
+  }
+  if (need_x) {  // [3, n, 16, C_in]
+    l.x_part = l.size;
+    l.size += 3 * d.n * 16 * d.c_in;
+  }
+  if (need_y) {  // [3, n, 16]
+    l.y_part = l.size;
+    l.size += 3 * d.n * 16;
+  }
+  return l;
+}
+static_assert(fc_scratch_layout(FcDims{10, 1, 10, 3, 5}, 2, true, true, true).y_part == 2 * 34 * 15 + 3 * 10 * 16 * 3 &&
+                  fc_scratch_layout(FcDims{10, 1, 10, 3, 5}, 2, false, true, false).y_part == 0,
+              "scratch parts in the order w, x, y, each present only when asked for");
+constexpr int64_t fc_scratch_size(const FcDims& d, int64_t slabs, bool need_x, bool need_y, bool need_w) {
+  return fc_scratch_layout(d, slabs, need_x, need_y, need_w).size;
 }
 
 }  // namespace bj
