@@ -167,12 +167,7 @@ template <class T, int BN, bool kTc> struct FwdAcc;
 template <int BN> struct FwdAcc<float, BN, false> {
   static constexpr int TN = BN / 8, kRun = 4;
   float v[8][TN];
-  __device__ void zero() {
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-      for (int j = 0; j < TN; ++j) v[i][j] = 0.f;
-  }
+  __device__ void zero() { zero_tile(v); }
   __device__ void multiply(const float (*a)[kFwdLdA<float, false>], const float (*b)[kFwdLdB<float, false>]) {
     const int tm = threadIdx.x % 16, tw = threadIdx.x / 16;
 #pragma unroll 8

@@ -131,12 +131,7 @@ template <class T, bool kTc> struct WAcc;
 template <> struct WAcc<float, false> {
   static constexpr int NU = Chunk<float>::K / 4, TW = kBN / (kThreads / NU);
   float v[4][TW];
-  __device__ void zero() {
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int j = 0; j < TW; ++j) v[i][j] = 0.f;
-  }
+  __device__ void zero() { zero_tile(v); }
   __device__ void multiply(const float (*a)[kWLdA<float>], const float (*c)[kWLdC<float>]) {
     const int tu = threadIdx.x % NU, tw = threadIdx.x / NU;
 #pragma unroll 8

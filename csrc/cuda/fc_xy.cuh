@@ -53,12 +53,7 @@ template <class T, bool kTc> struct XyAcc;
 template <> struct XyAcc<float, false> {
   static constexpr int TU = Chunk<float>::K / 8;
   float v[8][TU];
-  __device__ void zero() {
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-      for (int j = 0; j < TU; ++j) v[i][j] = 0.f;
-  }
+  __device__ void zero() { zero_tile(v); }
   __device__ void multiply(const float (*c)[kXyLdC<float, false>], const float (*wt)[kXyLdW<float, false>]) {
     const int tm = threadIdx.x % 16, tu = threadIdx.x / 16;
 #pragma unroll 8
