@@ -6,11 +6,8 @@
 # The optional python is one with jax installed (for the XLA FFI headers; default python3).
 # Kernel names lose the anonymous namespace's per-file hash, which changes with the file.
 set -euo pipefail
-src=$1; py=${2:-python3}
 cd "$(git rev-parse --show-toplevel)"
-source benchmarks/_cubin.sh
-cubin=$(mktemp --suffix .cubin)
-trap 'rm -f "$cubin"' EXIT
+source benchmarks/_cubin.sh  # src, py, a temporary $cubin; build_cubin
 build_cubin "$src" "$py" "$cubin"
 for s in $(readelf -S --wide "$cubin" 2>/dev/null | awk '$2 ~ /^\.text\./ {print $2}'); do
   echo "$(echo "$s" | sed -E 's/_GLOBAL__N__[0-9a-f]+_[0-9]+_[A-Za-z0-9_]+_[0-9a-f]{8}//') $(readelf -x "$s" "$cubin" 2>/dev/null | md5sum | cut -c1-12)"

@@ -7,11 +7,8 @@
 # kernel's .text section in the cubin, 16 bytes per instruction) matters where the stall
 # samples show "no instruction" (instruction-cache misses).
 set -euo pipefail
-src=$1; py=${2:-python3}
 cd "$(git rev-parse --show-toplevel)"
-source benchmarks/_cubin.sh
-cubin=$(mktemp --suffix .cubin)
-trap 'rm -f "$cubin"' EXIT
+source benchmarks/_cubin.sh  # src, py, a temporary $cubin; build_cubin
 log=$(build_cubin "$src" "$py" "$cubin" -Xptxas -v 2>&1)
 sizes=$(readelf -S --wide "$cubin" 2>/dev/null | awk '$2 ~ /^\.text\./ {print substr($2, 7), $6}')
 SIZES="$sizes" python3 -c '
