@@ -52,11 +52,10 @@ ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::
       cudaMemsetAsync(out->untyped_data(), 0, out->size_bytes(), stream);
       return cuda_status("tensor_product");
     }
-    const TileMap map = tile_map(d);
     const FwdArgs<T> args{x.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), out->typed_data<T>(), d};
     if (!public_out && c_out % 4 != 0)  // the component-major (BN = 64) kernel has no scalar stores
       return ffi::Error::InvalidArgument("tensor_product: public_out must be set when C_out % 4 != 0");
-    with_engine<T>(tf32x3, [&](auto tc) { launch_fwd<T, decltype(tc)::value>(args, map, public_out != 0, stream); });
+    with_engine<T>(tf32x3, [&](auto tc) { launch_fwd<T, decltype(tc)::value>(args, public_out != 0, stream); });
     return cuda_status("tensor_product");
   });
 }

@@ -17,6 +17,15 @@ namespace {
 template <class T, bool kTc> constexpr int kFwdLdA = sizeof(T) == 8 ? dmma_ld(kBM) : kTc ? tf32_ld(kBM) : kBM + kPad;
 template <class T, bool kTc> constexpr int kFwdLdB = sizeof(T) == 8 ? dmma_ld(kBN) : kTc ? tf32_ld(kBN) : kBN;
 
+// (n, k) pairs per forward tile: kBM, except in the fp32 FMA BN = 32 kernel (small grids, N ~ 1k),
+// which takes 64. There the call lasts about one CTA's path loop (the grid is under one wave),
+// and at l3 = 3 that loop staged 144 A items per path for 128 threads; 64-pair tiles give twice
+// the CTAs, each with half the rows: half the A stage (one round), half the product and half the
+// M_p build per path. The stages keep their 128-pair sizes (row lengths unchanged).
+// H200, N = 1k fwd: FMA 0.060 -> 0.055 ms; the same tiles lost with tf32x3 (0.054 -> 0.059) and
+// in fp64 (0.080 -> 0.106), which keep 128 pairs.
+template <class T, int BN, bool kTc> constexpr int kFwdBM = BN == kBN || kTc || sizeof(T) == 8 ? kBM : 64;
+
 template <class T, bool kTc> struct FwdSmem {
   T a[Chunk<T>::K][kFwdLdA<T, kTc>];     // A chunk, [u][(n, k)]
   T b[2][Chunk<T>::K][kFwdLdB<T, kTc>];  // W chunks, [buffer][u][w]
@@ -89,9 +98,9 @@ template <class T, int OFF, int N> __device__ __forceinline__ void load_run(cons
 // others waited at the next barrier; 288 items of 2 channels cut that round to half an item
 // (H200, 2026-11-29, N = 20k pipelined: 0.550 -> 0.535 ms). The BN = 32 kernel (small grids)
 // keeps items of 4: there, halves measured slower (N = 1k: 0.061 -> 0.064).
-template <class T, int L1, int L3, int BN, class S>
+template <class T, int L1, int L3, int BN, int BM, class S>
 __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0, S& s) {
-  constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, R = Tile<L3>::R, BK = Chunk<T>::K, NC = BK / 8;
+  constexpr int D = 2 * L3 + 1, D1 = 2 * L1 + 1, R = Tile<L3, BM>::R, BK = Chunk<T>::K, NC = BK / 8;
   constexpr bool kFp32Big = sizeof(T) == 4 && BN == kBN;
   constexpr int H = kFp32Big && L3 == 3 ? 2 : 1, NCH = NC / H, P = R * 8;
   const int64_t c_in = a.d.c_in;
@@ -157,28 +166,29 @@ __device__ void stage_w_chunk(const T* wp, const FcDims& d, int64_t u0, int64_t 
   }
 }
 
-// The forward's 128 x BN accumulators and product, one chunk at a time. visit_runs(f) calls
+// The forward's kFwdBM x BN accumulators and product, one chunk at a time. visit_runs(f) calls
 // f(m, h, wl, v) for each run of kRun consecutive output channels that the thread holds: (n, k)
 // pair m, channels w0 + 32 h + wl + [0, kRun), values v[0 .. kRun).
 template <class T, int BN, bool kTc> struct FwdAcc;
 
-// fp32: FMAs on a thread tile of 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times BN / 8
-// channels {4 tw .. +3, 32 + 4 tw .. +3} (BN = 64) or {4 tw .. +3} (BN = 32).
+// fp32: FMAs on a thread tile of 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times 8 channels
+// {4 tw .. +3, 32 + 4 tw .. +3} (BN = 64, 128 pairs), or of 4 rows {4 tm .. +3} times 4 channels
+// {4 tw .. +3} (BN = 32, 64 pairs).
 template <int BN> struct FwdAcc<float, BN, false> {
-  static constexpr int TN = BN / 8, kRun = 4;
-  float v[8][TN];
+  static constexpr int TM = kFwdBM<float, BN, false> / 16, TN = BN / 8, kRun = 4;
+  float v[TM][TN];
   __device__ void zero() { zero_tile(v); }
   __device__ void multiply(const float (*a)[kFwdLdA<float, false>], const float (*b)[kFwdLdB<float, false>]) {
     const int tm = threadIdx.x % 16, tw = threadIdx.x / 16;
 #pragma unroll 8
     for (int uu = 0; uu < Chunk<float>::K; ++uu) {
-      float av[8], bv[TN];
+      float av[TM], bv[TN];
       lds4(&a[uu][4 * tm], av);
-      lds4(&a[uu][64 + 4 * tm], av + 4);
+      if constexpr (TM == 8) lds4(&a[uu][64 + 4 * tm], av + 4);
       lds4(&b[uu][4 * tw], bv);
       if constexpr (TN == 8) lds4(&b[uu][32 + 4 * tw], bv + 4);
 #pragma unroll
-      for (int i = 0; i < 8; ++i)
+      for (int i = 0; i < TM; ++i)
 #pragma unroll
         for (int j = 0; j < TN; ++j) v[i][j] += av[i] * bv[j];
     }
@@ -186,7 +196,7 @@ template <int BN> struct FwdAcc<float, BN, false> {
   template <class F> __device__ void visit_runs(F&& f) const {
     const int tm = threadIdx.x % 16, tw = threadIdx.x / 16;
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
       for (int h = 0; h < TN / 4; ++h) f(i < 4 ? 4 * tm + i : 64 + 4 * tm + i - 4, h, 4 * tw, &v[i][4 * h]);
   }
@@ -216,10 +226,10 @@ template <class T, int L3, int BN, bool kPublicOut, bool kTc>
 __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T, kTc>& s) {
   constexpr int D = 2 * L3 + 1, BK = Chunk<T>::K;
   const int tid = threadIdx.x;
-  constexpr int R = Tile<L3>::R;
+  constexpr int BM = kFwdBM<T, BN, kTc>, R = Tile<L3, BM>::R;
   FwdAcc<T, BN, kTc> acc;
   acc.zero();
-  constexpr int kSpare = kBM - R * D;  // (n, k) slots past the tile's rows: zero throughout
+  constexpr int kSpare = BM - R * D;  // (n, k) slots past the tile's rows: zero throughout
   if constexpr (kSpare > 0)
     for (int q = tid; q < BK * kSpare; q += kThreads) s.a[q / kSpare][R * D + q % kSpare] = T(0);
 
@@ -236,15 +246,15 @@ __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<
   int buf = 0;
   for (int pi = 0; pi < fc_path_count<L3>(); ++pi) {
     const int L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
-      build_matrices<decltype(l1)::value, decltype(l2)::value, L3>(s.yt, 0, t.nrows, s.mat);
+      build_matrices<decltype(l1)::value, decltype(l2)::value, L3, T, R>(s.yt, 0, t.nrows, s.mat);
     });
     for (int64_t u0 = 0; u0 < a.d.c_in; u0 += BK) {
       __syncthreads();  // the last product is done with a and b[buf ^ 1]; mat is built
       switch (L1) {  // the A chunk, with the row's l1 block size known at compile time
-        case 0: stage_a_chunk<T, 0, L3, BN>(a, t, u0, s); break;
-        case 1: stage_a_chunk<T, 1, L3, BN>(a, t, u0, s); break;
-        case 2: stage_a_chunk<T, 2, L3, BN>(a, t, u0, s); break;
-        default: stage_a_chunk<T, 3, L3, BN>(a, t, u0, s); break;
+        case 0: stage_a_chunk<T, 0, L3, BN, BM>(a, t, u0, s); break;
+        case 1: stage_a_chunk<T, 1, L3, BN, BM>(a, t, u0, s); break;
+        case 2: stage_a_chunk<T, 2, L3, BN, BM>(a, t, u0, s); break;
+        default: stage_a_chunk<T, 3, L3, BN, BM>(a, t, u0, s); break;
       }
       // the next step's W chunk, issued after the A stage (whose registers are then free): it
       // flies during this product and the next A stage
@@ -312,7 +322,7 @@ template <class T, int BN, bool kTc>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_fwd_kernel(FwdArgs<T> a, TileMap map) {
   extern __shared__ __align__(16) unsigned char fwd_smem[];
   FwdSmem<T, kTc>& s = *reinterpret_cast<FwdSmem<T, kTc>*>(fwd_smem);
-  const TileRef t = locate(map, a.d, blockIdx.x);
+  const TileRef t = locate(map, a.d, blockIdx.x, kFwdBM<T, BN, kTc>);
   const int w0 = blockIdx.y * BN;
   switch (t.l3) {
     case 0: fwd_tile<T, 0, BN, BN == 32, kTc>(a, t, w0, s); break;
@@ -324,9 +334,10 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_fwd_kerne
 
 
 // The forward launch: out [n, C_out, 16] with BN = 32 (public_out), else [n, 16, C_out] with BN = 64.
-template <class T, bool kTc> void launch_fwd(const FwdArgs<T>& args, const TileMap& map, bool public_out, cudaStream_t stream) {
+template <class T, bool kTc> void launch_fwd(const FwdArgs<T>& args, bool public_out, cudaStream_t stream) {
   // over the 48 KB default in fp64: opt in (per device, so on every launch; it is not a stream op)
   constexpr int smem = int(sizeof(FwdSmem<T, kTc>));
+  const TileMap map = tile_map(args.d, public_out ? kFwdBM<T, 32, kTc> : kBM);
   const unsigned tiles = unsigned(map.start[4]);
   if (public_out) {
     cudaFuncSetAttribute(fc_fwd_kernel<T, 32, kTc>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
