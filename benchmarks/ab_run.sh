@@ -62,7 +62,10 @@ for spec in ${AB_TREES:-main=.}; do  # in the order given
     done
   fi
   if [ -n "$ncu_script" ]; then
-    timeout 120 ncu --kernel-name ${AB_NCU_KERNELS:-regex:fc_} --metrics gpu__time_duration.sum ${AB_NCU_EXTRA:-} \
+    # without preallocation: ncu saves and restores device memory around every replay pass, and
+    # with XLA's 90% preallocated a run with sections timed out (2026-11-29), leaving its killed
+    # python holding the GPU memory so that the next tree's run failed to start
+    XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 120 ncu --kernel-name ${AB_NCU_KERNELS:-regex:fc_} --metrics gpu__time_duration.sum ${AB_NCU_EXTRA:-} \
       python3 $bdir/$ncu_script > $LOGS/ncu_$name.log 2>&1
     # timeout stops ncu but not the python it launched; a hung one would hold the GPU for the next tree
     pkill -9 -f "$bdir/$ncu_script"
