@@ -106,6 +106,34 @@ def bench(case, lib, fn, *a, reps=30, warmup=3, floor_ms=None, bytes_moved=None)
     return row
 
 
+_COPY_BW = None
+
+
+def copy_bandwidth():
+    """This device's copy bandwidth in bytes (read + written) per second, measured once per
+    process: x + 1 over 1 GiB of float32 on a GPU (16 MiB otherwise), pipelined as in bench().
+    Memory floors divide by it, so that a floor fraction belongs to the card it was measured on
+    (an H200 moves ~1.5x what the H100 figure of 3.0 TB/s assumed)."""
+    global _COPY_BW
+    if _COPY_BW is None:
+        import jax.numpy as jnp
+        n = (1 << 28) if ON_GPU else (1 << 22)
+        x = jnp.zeros((n,), jnp.float32)
+        f = jax.jit(lambda x: x + 1.0)
+        for _ in range(3):
+            jax.block_until_ready(f(x))
+        reps = 20
+        t = time.perf_counter()
+        out = None
+        for _ in range(reps):
+            out = f(x)
+        jax.block_until_ready(out)
+        _COPY_BW = 2 * 4 * n * reps / (time.perf_counter() - t)
+        del x, out
+        print(f"copy bandwidth {_COPY_BW / 1e9:.0f} GB/s (x + 1 over {4 * n >> 20} MiB, pipelined)", flush=True)
+    return _COPY_BW
+
+
 def relerr(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))

@@ -16,7 +16,7 @@ import batteries_jax as bj  # noqa: E402
 e3nn, cu = H.peers()
 dt = jnp.float64 if args.f64 else jnp.float32
 isz = 8 if args.f64 else 4
-BW = 3.0e12  # measured H100 copy bandwidth (bytes read + written per second)
+BW = H.copy_bandwidth()  # this card's copy bandwidth (bytes read + written per second)
 
 libs = {"bj": lambda v: bj.spherical_harmonics(v, 3)}
 if e3nn is not None:

@@ -30,7 +30,7 @@ import batteries_jax.e3nn as bje  # noqa: E402
 e3nn, cu = H.peers()
 dt = jnp.float64 if args.f64 else jnp.float32
 isz = 8 if args.f64 else 4
-BW = 3.0e12
+BW = H.copy_bandwidth()  # this card's, measured (bytes read + written per second)
 ALL = "0e+0o+1e+1o+2e+2o+3e+3o"
 NAT = "0e+1o+2e+3o"
 CASES = {"W2": (5000, 150_000, 64, ALL), "W2n": (5000, 150_000, 64, NAT), "W2s": (1000, 20_000, 32, ALL)}
@@ -102,8 +102,19 @@ def run(tag, N, E, C, filt, graph_kind):
     x = jax.random.normal(k[3], (N, 16 * C), dt)
     w = jax.random.normal(k[4], (E, irreps_out.num_irreps), dt)
     cot = jax.random.normal(k[5], (N, irreps_out.dim), dt)
-    floor = 1e3 * isz * (N * 16 * C + E * 3 + E * P * C + N * irreps_out.dim) / BW + 1e3 * 8 * E / BW
-    print(f"{tag} [{graph_kind}] N={N} E={E} C={C} paths={P} out={irreps_out} memory floor fwd {floor:.3f} ms", flush=True)
+    # Memory floors: each array read or written once, and nothing else (indices: 8 bytes per edge).
+    # fwd reads x, v, w and writes out. The fwd+bwd mode is the gradient of a loss linear in out,
+    # which needs only the backward: it reads x, v, w, the cotangent and writes x_bar, v_bar, w_bar
+    # (a forward that still runs is on top of that).
+    # The double backward reads x, v, w, the cotangent and writes w_bar (dPhi/dY needs w, the
+    # tangent pass writes w_bar; everything else is per node or per edge vector).
+    x_b, v_b, w_b, o_b = N * 16 * C, E * 3, E * P * C, N * irreps_out.dim
+    floors = {m: 1e3 * (isz * n + 8 * E) / BW for m, n in (
+        ("fwd", x_b + v_b + w_b + o_b),
+        ("fwd+bwd", 2 * x_b + 2 * v_b + 2 * w_b + o_b),
+        ("dbl-bwd", x_b + v_b + 2 * w_b + o_b))}
+    print(f"{tag} [{graph_kind}] N={N} E={E} C={C} paths={P} out={irreps_out} memory floors (ms) "
+          + ", ".join(f"{m} {f:.3f}" for m, f in floors.items()), flush=True)
     graph = bj.Graph.build(snd, rcv, N)
     filt_list = [e3nn.Irrep(i) for i in filt.split("+")]
 
@@ -160,7 +171,7 @@ def run(tag, N, E, C, filt, graph_kind):
             conv, tx, tc = libs[lib]
             f = modes(conv)[mode]
             H.bench(f"{tag}[{graph_kind}] {mode}", lib, f, tx(x), vec, w, tc(cot), reps=args.reps if lib != "e3nn" else 5,
-                    warmup=args.warmup, floor_ms=floor if mode == "fwd" else None)
+                    warmup=args.warmup, floor_ms=floors[mode])
     if args.layer:
         energies = {}
         for lib in args.libs.split(","):
