@@ -104,8 +104,8 @@ def run(tag, N, E, C, filt, graph_kind):
     cot = jax.random.normal(k[5], (N, irreps_out.dim), dt)
     # Memory floors: each array read or written once, and nothing else (indices: 8 bytes per edge).
     # fwd reads x, v, w and writes out. The fwd+bwd mode is the gradient of a loss linear in out,
-    # which needs only the backward: it reads x, v, w, the cotangent and writes x_bar, v_bar, w_bar
-    # (a forward that still runs is on top of that).
+    # which needs only the backward (XLA drops the unused forward call: the compiled program holds
+    # only bj_conv_bwd): it reads x, v, w, the cotangent and writes x_bar, v_bar, w_bar.
     # The double backward reads x, v, w, the cotangent and writes w_bar (dPhi/dY needs w, the
     # tangent pass writes w_bar; everything else is per node or per edge vector).
     x_b, v_b, w_b, o_b = N * 16 * C, E * 3, E * P * C, N * irreps_out.dim
