@@ -71,6 +71,16 @@ def peers():
     return e3nn, cu
 
 
+def pipelined_s(fn, *a, reps):
+    """Seconds per call of `reps` calls issued back to back, one block at the end."""
+    t = time.perf_counter()
+    out = None
+    for _ in range(reps):
+        out = fn(*a)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t) / reps
+
+
 def bench(case, lib, fn, *a, reps=30, warmup=3, floor_ms=None, bytes_moved=None):
     try:
         t0 = time.perf_counter()
@@ -83,12 +93,7 @@ def bench(case, lib, fn, *a, reps=30, warmup=3, floor_ms=None, bytes_moved=None)
             t = time.perf_counter()
             jax.block_until_ready(fn(*a))
             ts.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        out = None
-        for _ in range(reps):
-            out = fn(*a)
-        jax.block_until_ready(out)
-        pipe = (time.perf_counter() - t) / reps
+        pipe = pipelined_s(fn, *a, reps=reps)
         med = float(np.median(ts))
         row = dict(case=case, lib=lib, median_ms=1e3 * med, pipelined_ms=1e3 * pipe, compile_s=compile_s)
         extra = ""
@@ -113,7 +118,7 @@ def copy_bandwidth():
     """This device's copy bandwidth in bytes (read + written) per second, measured once per
     process: x + 1 over 1 GiB of float32 on a GPU (16 MiB otherwise), pipelined as in bench().
     Memory floors divide by it, so that a floor fraction belongs to the card it was measured on
-    (an H200 moves ~1.5x what the H100 figure of 3.0 TB/s assumed)."""
+    (the H200's peak bandwidth is ~1.4x the H100's, whose 3.0 TB/s the scripts used to assume)."""
     global _COPY_BW
     if _COPY_BW is None:
         import jax.numpy as jnp
@@ -122,14 +127,8 @@ def copy_bandwidth():
         f = jax.jit(lambda x: x + 1.0)
         for _ in range(3):
             jax.block_until_ready(f(x))
-        reps = 20
-        t = time.perf_counter()
-        out = None
-        for _ in range(reps):
-            out = f(x)
-        jax.block_until_ready(out)
-        _COPY_BW = 2 * 4 * n * reps / (time.perf_counter() - t)
-        del x, out
+        _COPY_BW = 2 * 4 * n / pipelined_s(f, x, reps=20)
+        del x
         print(f"copy bandwidth {_COPY_BW / 1e9:.0f} GB/s (x + 1 over {4 * n >> 20} MiB, pipelined)", flush=True)
     return _COPY_BW
 

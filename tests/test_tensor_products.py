@@ -395,8 +395,7 @@ def test_gpu_fc_tf32x3_accuracy(rng, n, c_in, c_out):
     ~1e-3 of the scale; the FMA kernels are held to the same bound), with both output layouts
     and channel counts that leave partial chunks and blocks; and not the FMA kernels' bits,
     which shows that the tensor-core kernels ran. The BN = 64 case (3001, 40, 68) replaced
-    (3001, 40, 70), which moved to the public-layout kernel with every C_out % 4 != 0; it has
-    not run on a GPU yet (2026-11-29)."""
+    (3001, 40, 70), which moved to the public-layout kernel with every C_out % 4 != 0."""
     from batteries_jax.primitives import fc
     assert fc._public_out(n, c_out, 1) == (n == 1001)  # both forward kernels
     x, y, W, c = (rng.normal(size=s) for s in ((n, c_in, 16), (n, 16), (34, c_in, c_out), (n, c_out, 16)))

@@ -146,8 +146,8 @@ __device__ void stage_a_chunk(const FwdArgs<T>& a, const TileRef& t, int64_t u0,
 // BN = 64 kernel runs only for C_out % 4 == 0 (fc.py, _public_out), so it has no scalar
 // fallback: its code is smaller (fp32 258 -> 196 KB, fp64 308 -> 171 KB; "no instruction" was
 // 14% of its stall samples). H200, 2026-11-29, N = 20k pipelined: 3xTF32 0.459 -> 0.442 ms,
-// fp64 0.936 -> 0.892, fp32 FMA level (0.538 / 0.547; it spilled 100 B then, 8 B since the A stage's half-width items). The caller commits
-// the group.
+// fp64 0.936 -> 0.892, fp32 FMA level (0.538 / 0.547; it spilled 100 B then, 8 B since the A
+// stage's half-width items). The caller commits the group.
 template <class T, int BN, int LD>
 __device__ void stage_w_chunk(const T* wp, const FcDims& d, int64_t u0, int64_t w0, T (*b)[LD]) {
   constexpr int BK = Chunk<T>::K, V = 16 / sizeof(T), G = BN / V;
