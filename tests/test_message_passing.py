@@ -273,7 +273,21 @@ def test_gpu_matches_cpu(rng, dtype, filt, irreps):
     the three gradients, the forces alone and the force-training gradient, with padding and two
     hub nodes whose segments pass 128 edges (the segment sum's chunk). The irreps give channel
     blocks with idle lanes and x widths that are and are not a multiple of the 16-byte column
-    group; the full filter gives runs with every path (the compile-time path-set variants)."""
+    group. The kernels' compile-time path sets: the full filter gives runs with every path,
+    "0e+1o+2e+3o" (natural parities) the even set l1 + l2 + l3; no filter reaches l_out = 6."""
+    gpu_vs_cpu(rng, dtype, filt, irreps)
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gpu_matches_cpu_masked_paths(rng, dtype):
+    """Runs whose paths are neither all nor the even set (unnatural parities under MACE's filter
+    keep the odd set l1 + l2 + l3): the variants that test each path against the run's mask at
+    run time, with l_out <= 3."""
+    gpu_vs_cpu(rng, dtype, "0e+1o+2e+3o", "33x0o+33x1e+32x2o+32x3e")
+
+
+def gpu_vs_cpu(rng, dtype, filt, irreps):
     n, e = 60, 1500
     x, vec, w, snd, rcv, _ = problem(rng, n=n, e=e, dtype=dtype, filt=filt, irreps=irreps, pad=True)
     rcv = rcv.at[3:303].set(0)

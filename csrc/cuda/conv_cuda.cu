@@ -109,14 +109,16 @@ __device__ int load_tile(const ConvArgs<T>& a, EdgeTile<T>& tile, int64_t t0, in
   (void)P;                                                                  \
   (void)OFF
 
-// Loads, for every possible path of the run (absent ones read offset 0, in bounds), channel u's
-// cotangent values times the path's scale, scale[S] row[o_at + k], into the accumulator layout:
-// the backward's every result is linear in them, so the scale is paid here once per worker
-// rather than per edge. Unconditional, so the loads of all paths are in flight together.
-template <class T, int L1, int L3MAX>
+// Loads, for every path of set kSet (with kPathsMask every possible path of the run; absent
+// ones read offset 0, in bounds), channel u's cotangent values times the path's scale,
+// scale[S] row[o_at + k], into the accumulator layout: the backward's every result is linear in
+// them, so the scale is paid here once per worker rather than per edge. Unconditional, so the
+// loads of all paths are in flight together.
+template <class T, int L1, int L3MAX, int kSet>
 __device__ __forceinline__ void load_paths_o(const ConvRun& rn, const T* scale, int u, const T* row, T* c) {
   for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
     BJ_CONV_PATH_CONSTANTS(l2, l3);
+    if constexpr (kSet != kPathsMask && !conv_set_holds(kSet, L1, L2, L3)) return;
     const T s = scale[S];
     const int o_at = conv_o_at(rn, S, u);
 #pragma unroll
@@ -124,11 +126,21 @@ __device__ __forceinline__ void load_paths_o(const ConvRun& rn, const T* scale, 
   });
 }
 
-// The weights of every possible path of the run for one edge row (absent ones: row[0]).
-template <class T, int L1, int L3MAX>
+// Calls f(P) (an integral constant) for the position among the run's possible paths of each
+// path in set kSet (with kPathsMask: every possible path).
+template <int L1, int L3MAX, int kSet, class F> __device__ __forceinline__ void for_each_set_path(F&& f) {
+  for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
+    constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value;
+    if constexpr (kSet == kPathsMask || conv_set_holds(kSet, L1, L2, L3))
+      f(std::integral_constant<int, conv_path_index(L1, L3MAX, L2, L3)>{});
+  });
+}
+
+// The weights of the paths of set kSet for one edge row (with kPathsMask every possible path of
+// the run; absent ones read row[0]).
+template <class T, int L1, int L3MAX, int kSet>
 __device__ __forceinline__ void load_paths_w(const RunSlots<L1, L3MAX>& rs, const T* row, T* wv) {
-#pragma unroll
-  for (int p = 0; p < RunSlots<L1, L3MAX>::NP; ++p) wv[p] = row[rs.w_at[p]];
+  for_each_set_path<L1, L3MAX, kSet>([&](auto p) { wv[decltype(p)::value] = row[rs.w_at[decltype(p)::value]]; });
 }
 
 // Edges ahead of the one being summed whose x slice and weights are prefetched into L1: the
@@ -143,7 +155,7 @@ template <class T> __device__ __forceinline__ void prefetch_l1(const T* p) {
 
 // Prefetches what the edge loop will read for tile slot t: channel u's x slice of the sender
 // (first and last element: the slice may straddle two lines) and the run's weights.
-template <class T, int L1, int L3MAX>
+template <class T, int L1, int L3MAX, int kSet>
 __device__ __forceinline__ void prefetch_edge(const ConvArgs<T>& a, const EdgeTile<T>& tile, int t, int64_t x_at,
                                               const RunSlots<L1, L3MAX>& rs, bool x, bool w) {
   if (x) {
@@ -153,8 +165,7 @@ __device__ __forceinline__ void prefetch_edge(const ConvArgs<T>& a, const EdgeTi
   }
   if (w) {
     const T* row = a.w + int64_t(tile.e[t]) * a.w_w;
-#pragma unroll
-    for (int p = 0; p < RunSlots<L1, L3MAX>::NP; ++p) prefetch_l1(row + rs.w_at[p]);
+    for_each_set_path<L1, L3MAX, kSet>([&](auto p) { prefetch_l1(row + rs.w_at[decltype(p)::value]); });
   }
 }
 
@@ -170,15 +181,19 @@ template <class T> struct FwdRun {
   int u;
   EdgeTile<T>& tile;
 
-  // kStatic: every possible path of the run is present, known at compile time (see BwdRcvRun).
+  // kSet: the run's path set, fixed at compile time where it is one of the fixed sets (see
+  // BwdRcvRun).
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
     if constexpr (L3MAX == kConvL3Small) {
-      if (conv_run_has_all_paths<L1, L3MAX>(rn)) return body<L1, L3MAX, true>();
+      const int set = conv_run_path_set<L1, L3MAX>(rn);
+      if (set == kPathsAll) return body<L1, L3MAX, kPathsAll>();
+      if constexpr (conv_even_is_distinct<L1, L3MAX>())
+        if (set == kPathsEven) return body<L1, L3MAX, kPathsEven>();
     }
-    body<L1, L3MAX, false>();
+    body<L1, L3MAX, kPathsMask>();
   }
 
-  template <int L1, int L3MAX, bool kStatic> __device__ __forceinline__ void body() const {
+  template <int L1, int L3MAX, int kSet> __device__ __forceinline__ void body() const {
     constexpr int D1 = 2 * L1 + 1;
     using Slots = RunSlots<L1, L3MAX>;
     T acc[conv_acc_size(L1, L3MAX)];
@@ -192,18 +207,18 @@ template <class T> struct FwdRun {
     for (int64_t t0 = beg; t0 < end; t0 += 32) {
       const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.rcv, r, a.snd, a.nx);
       if (!active) continue;
-      for (int t = 1; t < min(kPrefetchAhead, n); ++t) prefetch_edge(a, tile, t, x_at, rs, true, true);
+      for (int t = 1; t < min(kPrefetchAhead, n); ++t) prefetch_edge<T, L1, L3MAX, kSet>(a, tile, t, x_at, rs, true, true);
       for (int t = 0; t < n; ++t) {
-        if (t + kPrefetchAhead < n) prefetch_edge(a, tile, t + kPrefetchAhead, x_at, rs, true, true);
+        if (t + kPrefetchAhead < n) prefetch_edge<T, L1, L3MAX, kSet>(a, tile, t + kPrefetchAhead, x_at, rs, true, true);
         T xl[D1], wv[Slots::NP];
         const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + x_at;
 #pragma unroll
         for (int i = 0; i < D1; ++i) xl[i] = xp[i];
-        load_paths_w(rs, a.w + int64_t(tile.e[t]) * a.w_w, wv);
+        load_paths_w<T, L1, L3MAX, kSet>(rs, a.w + int64_t(tile.e[t]) * a.w_w, wv);
         const T* Y = tile.y[t];
         for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
           BJ_CONV_PATH_CONSTANTS(l2, l3);
-          if (kStatic || rs.has(S)) UvuTerm<L1, L2, L3, T>::out(wv[P], xl, Y + L2 * L2, acc + OFF);
+          if (conv_path_on<kSet, L1, L2, L3>(rs)) UvuTerm<L1, L2, L3, T>::out(wv[P], xl, Y + L2 * L2, acc + OFF);
         });
       }
     }
@@ -211,7 +226,7 @@ template <class T> struct FwdRun {
     T* orow = a.out + r * a.o_w;
     for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
       BJ_CONV_PATH_CONSTANTS(l2, l3);
-      if (!kStatic && !rs.has(S)) return;
+      if (!conv_path_on<kSet, L1, L2, L3>(rs)) return;
       const T s = scale[S];  // the path's scale, out of the edge sum
       const int o_at = conv_o_at(rn, S, u);
 #pragma unroll
@@ -256,7 +271,8 @@ template <class T, int kWant> struct BwdRcvRun {
   T* y_part;
   EdgeTile<T>& tile;
 
-  // kStatic: every possible path of the run is present and the wanted set is fixed, so the
+  // kSet: with the wanted set fixed, a run whose paths are one of the fixed path sets (all, or
+  // the parity-filtered even set) takes a variant with that set fixed at compile time, so the
   // edge body is one basic block: no per-path branch, and the compiler can interleave the FMA
   // chains of different paths (sampled stalls: a quarter of them were fixed-latency
   // dependencies, with 3 warps per scheduler to hide them). fp64 too: W2 fp64 fwd+bwd went
@@ -264,12 +280,15 @@ template <class T, int kWant> struct BwdRcvRun {
   // path scales left the edge loop).
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
     if constexpr (kWant != kWantAny && L3MAX == kConvL3Small) {
-      if (conv_run_has_all_paths<L1, L3MAX>(rn)) return body<L1, L3MAX, true>();
+      const int set = conv_run_path_set<L1, L3MAX>(rn);
+      if (set == kPathsAll) return body<L1, L3MAX, kPathsAll>();
+      if constexpr (conv_even_is_distinct<L1, L3MAX>())
+        if (set == kPathsEven) return body<L1, L3MAX, kPathsEven>();
     }
-    body<L1, L3MAX, false>();
+    body<L1, L3MAX, kPathsMask>();
   }
 
-  template <int L1, int L3MAX, bool kStatic> __device__ __forceinline__ void body() const {
+  template <int L1, int L3MAX, int kSet> __device__ __forceinline__ void body() const {
     constexpr int D1 = 2 * L1 + 1;
     constexpr bool kFixed = kWant != kWantAny;
     using Slots = RunSlots<L1, L3MAX>;
@@ -281,16 +300,16 @@ template <class T, int kWant> struct BwdRcvRun {
     const bool want_y = kFixed ? (kWant & kWantY) != 0 : y_part != nullptr;
     const bool read_x = want_w || want_y, read_w = want_x || want_y;
     T c[conv_acc_size(L1, L3MAX)];
-    load_paths_o<T, L1, L3MAX>(rn, scale, active ? u : 0, a.ct + r * a.o_w, c);  // scaled
+    load_paths_o<T, L1, L3MAX, kSet>(rn, scale, active ? u : 0, a.ct + r * a.o_w, c);  // scaled
     const int64_t x_at = rn.x_off() + int64_t(u) * rn.x_su();
     int64_t beg, end;
     segment(a, r, &beg, &end);
     for (int64_t t0 = beg; t0 < end; t0 += 32) {
       const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.rcv, r, a.snd, a.nx);
       if (active)
-        for (int t = 1; t < min(kPrefetchAhead, n); ++t) prefetch_edge(a, tile, t, x_at, rs, read_x, read_w);
+        for (int t = 1; t < min(kPrefetchAhead, n); ++t) prefetch_edge<T, L1, L3MAX, kSet>(a, tile, t, x_at, rs, read_x, read_w);
       for (int t = 0; t < n; ++t) {
-        if (active && t + kPrefetchAhead < n) prefetch_edge(a, tile, t + kPrefetchAhead, x_at, rs, read_x, read_w);
+        if (active && t + kPrefetchAhead < n) prefetch_edge<T, L1, L3MAX, kSet>(a, tile, t + kPrefetchAhead, x_at, rs, read_x, read_w);
         const int64_t e = tile.e[t];
         const T* Y = tile.y[t];
         T yb[16];
@@ -303,12 +322,12 @@ template <class T, int kWant> struct BwdRcvRun {
             xl[i] = read_x ? a.x[int64_t(tile.node[t]) * a.x_w + x_at + i] : T(0);
             xb[i] = T(0);
           }
-          if (read_w) load_paths_w(rs, a.w + e * a.w_w, wv);
+          if (read_w) load_paths_w<T, L1, L3MAX, kSet>(rs, a.w + e * a.w_w, wv);
           T* wbrow = want_w ? a.w_bar + e * a.w_w : nullptr;
           for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
             BJ_CONV_PATH_CONSTANTS(l2, l3);
             using Term = UvuTerm<L1, L2, L3, T>;
-            if (!kStatic && !rs.has(S)) return;
+            if (!conv_path_on<kSet, L1, L2, L3>(rs)) return;
             if (want_x) {  // g = dPhi/dx of the path with unit weight: gives x_bar and w_bar
               T g[D1];
 #pragma unroll

@@ -74,17 +74,38 @@ constexpr int conv_acc_offset(int L1, int L3MAX, int L2e, int L3e) {
 }
 constexpr int conv_acc_size(int L1, int L3MAX) { return conv_acc_offset(L1, L3MAX, 4, 0); }
 
-// The slot bits (l2 * kConvL3 + l3) of every possible path of a run: a run whose mask holds them
-// all can take the kernels' variant with the path set fixed at compile time.
-constexpr unsigned conv_all_slots(int L1, int L3MAX) {
+// The path sets the kernels can fix at compile time, so that the edge body is one basic block
+// with no per-path branch:
+//   kPathsAll   every possible path of the run (no filter);
+//   kPathsEven  those with l1 + l2 + l3 even: what a parity filter keeps when x and the harmonics
+//               have natural parity (MACE's filter_ir_out "0e+1o+2e+3o": 23 of the 34 paths);
+//   kPathsMask  any other set: each path is tested against the run's mask at run time.
+enum ConvPathSet : int { kPathsMask = 0, kPathsAll = 1, kPathsEven = 2 };
+constexpr bool conv_set_holds(int set, int l1, int l2, int l3) {
+  return set == kPathsAll || (set == kPathsEven && (l1 + l2 + l3) % 2 == 0);
+}
+// The slot bits (l2 * kConvL3 + l3) of the possible paths of a run that are in `set`.
+constexpr unsigned conv_set_slots(int set, int L1, int L3MAX) {
   unsigned m = 0;
   for (int l2 = 0; l2 < 4; ++l2)
-    for (int l3 = conv_abs(L1 - l2); l3 <= conv_min(L1 + l2, L3MAX); ++l3) m |= 1u << (l2 * kConvL3 + l3);
+    for (int l3 = conv_abs(L1 - l2); l3 <= conv_min(L1 + l2, L3MAX); ++l3)
+      if (conv_set_holds(set, L1, l2, l3)) m |= 1u << (l2 * kConvL3 + l3);
   return m;
 }
-template <int L1, int L3MAX> BJ_HD bool conv_run_has_all_paths(const ConvRun& rn) {
-  constexpr unsigned kAll = conv_all_slots(L1, L3MAX);
-  return (unsigned(rn.row[4]) & kAll) == kAll;
+// kPathsEven differs from kPathsAll only for l1 > 0 (every path of l1 = 0 has l3 = l2).
+template <int L1, int L3MAX> constexpr bool conv_even_is_distinct() {
+  return conv_set_slots(kPathsEven, L1, L3MAX) != conv_set_slots(kPathsAll, L1, L3MAX);
+}
+// The fixed set whose paths are exactly the run's, or kPathsMask.
+template <int L1, int L3MAX> BJ_HD int conv_run_path_set(const ConvRun& rn) {
+  constexpr unsigned kAll = conv_set_slots(kPathsAll, L1, L3MAX), kEven = conv_set_slots(kPathsEven, L1, L3MAX);
+  const unsigned m = unsigned(rn.row[4]) & kAll;
+  return m == kAll ? kPathsAll : m == kEven ? kPathsEven : kPathsMask;
+}
+// Whether path (L1, L2, L3) takes part, in a kernel variant for path set kSet.
+template <int kSet, int L1, int L2, int L3, class Slots> BJ_HD bool conv_path_on(const Slots& rs) {
+  if constexpr (kSet == kPathsMask) return rs.has(L2 * kConvL3 + L3);
+  else return conv_set_holds(kSet, L1, L2, L3);
 }
 
 // Number of possible paths of a run, and the position of path (L2, L3) among them.
