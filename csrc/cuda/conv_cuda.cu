@@ -169,6 +169,19 @@ __device__ __forceinline__ void prefetch_edge(const ConvArgs<T>& a, const EdgeTi
   }
 }
 
+// f.body<L1, L3MAX, kSet>() with kSet the run's path set where the kernels have a compile-time
+// variant for it (kFixed: the caller allows one; l_out <= 3 only), else kPathsMask. Shared by
+// the forward and the receiver-owned backward (f.rn is the run).
+template <int L1, int L3MAX, bool kFixed, class F> __device__ __forceinline__ void run_with_path_set(const F& f) {
+  if constexpr (kFixed && L3MAX == kConvL3Small) {
+    const int set = conv_run_path_set<L1, L3MAX>(f.rn);
+    if (set == kPathsAll) return f.template body<L1, L3MAX, kPathsAll>();
+    if constexpr (conv_even_is_distinct<L1, L3MAX>())
+      if (set == kPathsEven) return f.template body<L1, L3MAX, kPathsEven>();
+  }
+  f.template body<L1, L3MAX, kPathsMask>();
+}
+
 // ---------------------------------------------------------------- forward
 // A software-pipelined edge loop (edge t+1's x and weights loaded while edge t is summed) won
 // at 3 blocks per SM (1.29 -> 1.08 ms on W2); without it the kernel fits 4 blocks (128
@@ -183,15 +196,7 @@ template <class T> struct FwdRun {
 
   // kSet: the run's path set, fixed at compile time where it is one of the fixed sets (see
   // BwdRcvRun).
-  template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
-    if constexpr (L3MAX == kConvL3Small) {
-      const int set = conv_run_path_set<L1, L3MAX>(rn);
-      if (set == kPathsAll) return body<L1, L3MAX, kPathsAll>();
-      if constexpr (conv_even_is_distinct<L1, L3MAX>())
-        if (set == kPathsEven) return body<L1, L3MAX, kPathsEven>();
-    }
-    body<L1, L3MAX, kPathsMask>();
-  }
+  template <int L1, int L3MAX> __device__ __forceinline__ void run() const { run_with_path_set<L1, L3MAX, true>(*this); }
 
   template <int L1, int L3MAX, int kSet> __device__ __forceinline__ void body() const {
     constexpr int D1 = 2 * L1 + 1;
@@ -279,13 +284,7 @@ template <class T, int kWant> struct BwdRcvRun {
   // 5.20 -> 4.63 ms with it, although its all-three variant then spilled 192 B (4 B since the
   // path scales left the edge loop).
   template <int L1, int L3MAX> __device__ __forceinline__ void run() const {
-    if constexpr (kWant != kWantAny && L3MAX == kConvL3Small) {
-      const int set = conv_run_path_set<L1, L3MAX>(rn);
-      if (set == kPathsAll) return body<L1, L3MAX, kPathsAll>();
-      if constexpr (conv_even_is_distinct<L1, L3MAX>())
-        if (set == kPathsEven) return body<L1, L3MAX, kPathsEven>();
-    }
-    body<L1, L3MAX, kPathsMask>();
+    run_with_path_set<L1, L3MAX, kWant != kWantAny>(*this);
   }
 
   template <int L1, int L3MAX, int kSet> __device__ __forceinline__ void body() const {
