@@ -329,7 +329,7 @@ template <class T, int kWant> struct BwdRcvRun {
             xb[i] = T(0);
           }
           if (read_w) load_paths_w<T, L1, L3MAX, kSet>(rs, tile.wrow[t], wv);
-          T* wbrow = want_w ? a.w_bar + e * a.w_w : nullptr;
+          T* wbrow = want_w ? a.w_bar + (tile.wrow[t] - a.w) : nullptr;  // the edge's row of w_bar
           for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
             BJ_CONV_PATH_CONSTANTS(l2, l3);
             using Term = UvuTerm<L1, L2, L3, T>;
