@@ -28,10 +28,15 @@ constexpr int kWarps = 4;  // warps per block
 // + node). The warps in flight then run the same run's code, whose unrolled paths would
 // otherwise thrash the instruction cache (measured: half of all stalls).
 
+// The edge's rows of x (its sender's) and of w, as pointers: the edge loop adds each path's
+// 32-bit offset to one 64-bit base that it loads from here. Computed from the indices there, the
+// compiler rebuilt every path's address from e * w_w (IMAD.WIDE, two MOVs, LEA, LEA.HI.X per
+// path and per prefetch: about 30% of the W2n forward's instructions were integer and moves).
 template <class T> struct EdgeTile {
+  const T* xrow[32];  // x + sender * x_w
+  const T* wrow[32];  // w + e * w_w
   T y[32][17];  // harmonics of 32 edges (padded row: lane-strided stores avoid bank conflicts)
   int e[32];    // ids of the tile's existing edges, packed to the front
-  int node[32];  // the edge's sender
 };
 
 // Sums 16 values over the warp in 16 shuffles (instead of 16 x 5): each step hands half of the
@@ -76,8 +81,8 @@ template <class T> __device__ void segment(const ConvArgs<T>& a, int64_t n, int6
 
 // Fills the tile with the edges among perm[t0 .. t0+n) that exist and belong to `owner`
 // (own[e] == owner; after a vmap fold a segment can reach into padding of the next batch), packed
-// to the front; returns how many. For each, its harmonics and its other node (`other` = snd or
-// rcv, valid below other_n).
+// to the front; returns how many. For each, its harmonics and its rows of w and of x, x's row
+// being that of its other node (`other`, the sender in every caller; valid below other_n).
 template <class T>
 __device__ int load_tile(const ConvArgs<T>& a, EdgeTile<T>& tile, int64_t t0, int n,
                          const int32_t* own, int64_t owner, const int32_t* other, int64_t other_n) {
@@ -93,7 +98,8 @@ __device__ int load_tile(const ConvArgs<T>& a, EdgeTile<T>& tile, int64_t t0, in
   __syncwarp();
   if (ok) {
     tile.e[slot] = int(e);
-    tile.node[slot] = int(m);
+    tile.xrow[slot] = a.x + m * a.x_w;
+    tile.wrow[slot] = a.w + e * a.w_w;
     conv_harmonics(a.v, a.t, e, tile.y[slot]);
   }
   __syncwarp();
@@ -159,12 +165,12 @@ template <class T, int L1, int L3MAX, int kSet>
 __device__ __forceinline__ void prefetch_edge(const ConvArgs<T>& a, const EdgeTile<T>& tile, int t, int64_t x_at,
                                               const RunSlots<L1, L3MAX>& rs, bool x, bool w) {
   if (x) {
-    const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + x_at;
+    const T* xp = tile.xrow[t] + x_at;
     prefetch_l1(xp);
     prefetch_l1(xp + 2 * L1);
   }
   if (w) {
-    const T* row = a.w + int64_t(tile.e[t]) * a.w_w;
+    const T* row = tile.wrow[t];
     for_each_set_path<L1, L3MAX, kSet>([&](auto p) { prefetch_l1(row + rs.w_at[decltype(p)::value]); });
   }
 }
@@ -216,10 +222,10 @@ template <class T> struct FwdRun {
       for (int t = 0; t < n; ++t) {
         if (t + kPrefetchAhead < n) prefetch_edge<T, L1, L3MAX, kSet>(a, tile, t + kPrefetchAhead, x_at, rs, true, true);
         T xl[D1], wv[Slots::NP];
-        const T* xp = a.x + int64_t(tile.node[t]) * a.x_w + x_at;
+        const T* xp = tile.xrow[t] + x_at;
 #pragma unroll
         for (int i = 0; i < D1; ++i) xl[i] = xp[i];
-        load_paths_w<T, L1, L3MAX, kSet>(rs, a.w + int64_t(tile.e[t]) * a.w_w, wv);
+        load_paths_w<T, L1, L3MAX, kSet>(rs, tile.wrow[t], wv);
         const T* Y = tile.y[t];
         for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
           BJ_CONV_PATH_CONSTANTS(l2, l3);
@@ -318,11 +324,11 @@ template <class T, int kWant> struct BwdRcvRun {
           T xl[D1], wv[Slots::NP], xb[D1];
 #pragma unroll
           for (int i = 0; i < D1; ++i) {
-            xl[i] = read_x ? a.x[int64_t(tile.node[t]) * a.x_w + x_at + i] : T(0);
+            xl[i] = read_x ? tile.xrow[t][x_at + i] : T(0);
             xb[i] = T(0);
           }
-          if (read_w) load_paths_w<T, L1, L3MAX, kSet>(rs, a.w + e * a.w_w, wv);
-          T* wbrow = want_w ? a.w_bar + e * a.w_w : nullptr;
+          if (read_w) load_paths_w<T, L1, L3MAX, kSet>(rs, tile.wrow[t], wv);
+          T* wbrow = want_w ? a.w_bar + (tile.wrow[t] - a.w) : nullptr;  // the edge's row of w_bar
           for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
             BJ_CONV_PATH_CONSTANTS(l2, l3);
             using Term = UvuTerm<L1, L2, L3, T>;
