@@ -1,4 +1,4 @@
-"""One call of the W2 convolution (N=5k, E=150k, C=64, 34 paths) for Nsight Compute: the
+"""One call of the W2 convolution (N=5k, E=150k, C=64, 34 paths; --size W2s: N=1k, E=20k, C=32) for Nsight Compute: the
 forward, forward+backward (default) or the force-training double backward, on the random graph
 (default) or the realistic one, in float32 (or --f64). Per-kernel times, as ab_run.sh takes them:
 
@@ -24,13 +24,14 @@ ap.add_argument("filter", nargs="?", default="0e+0o+1e+1o+2e+2o+3e+3o")
 ap.add_argument("--graph", choices=["random", "real"], default="random")
 ap.add_argument("--mode", choices=["fwd", "bwd", "dbl"], default="bwd")
 ap.add_argument("--f64", action="store_true")
+ap.add_argument("--size", choices=["W2", "W2s"], default="W2", help="W2s: N=1k, E=20k, C=32")
 args = ap.parse_args()
 if args.f64:
     jax.config.update("jax_enable_x64", True)
 dt = jnp.float64 if args.f64 else jnp.float32
 
 filt = args.filter
-N, E, C = (5000, 150_000, 64) if H.ON_GPU else (60, 900, 4)
+N, E, C = ((5000, 150_000, 64) if args.size == "W2" else (1000, 20_000, 32)) if H.ON_GPU else (60, 900, 4)
 rng = np.random.default_rng(0)
 if args.graph == "real":
     snd, rcv, vec = H.real_graph(N, E / N, 0)
