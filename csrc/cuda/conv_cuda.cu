@@ -32,6 +32,8 @@ constexpr int kWarps = 4;  // warps per block
 // 32-bit offset to one 64-bit base that it loads from here. Computed from the indices there, the
 // compiler rebuilt every path's address from e * w_w (IMAD.WIDE, two MOVs, LEA, LEA.HI.X per
 // path and per prefetch: about 30% of the W2n forward's instructions were integer and moves).
+// H200, pipelined: W2n forward 0.618 -> 0.535 ms, fwd+bwd 1.548 -> 1.452, double backward 1.457
+// -> 1.360.
 template <class T> struct EdgeTile {
   const T* xrow[32];  // x + sender * x_w
   const T* wrow[32];  // w + e * w_w
