@@ -1,6 +1,7 @@
-"""One call of the W2 convolution (N=5k, E=150k, C=64, 34 paths; --size W2s: N=1k, E=20k, C=32) for Nsight Compute: the
-forward, forward+backward (default) or the force-training double backward, on the random graph
-(default) or the realistic one, in float32 (or --f64). Per-kernel times, as ab_run.sh takes them:
+"""One call of the W2 convolution (N=5k, E=150k, C=64, 34 paths; --size W2s: N=1k, E=20k,
+C=32) for Nsight Compute: the forward, forward+backward (default) or the force-training double
+backward, on the random graph (default) or the realistic one, in float32 (or --f64). Per-kernel
+times, as ab_run.sh takes them:
 
     ncu --kernel-name regex:"conv_|segment" --metrics gpu__time_duration.sum \
         python3 benchmarks/profile_conv.py --graph real --mode dbl

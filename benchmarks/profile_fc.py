@@ -1,7 +1,7 @@
 """The fully connected product at N rows (arguments, each in turn; default 20,000), C_in = 32,
 C_out = 64 (fp32, fp32 with precision="tf32x3", then fp64; or only the engines named among the
-arguments: fp32, tf32x3, fp64), forward and forward+backward once each after warm-up, for Nsight Compute's
-per-kernel time:
+arguments: fp32, tf32x3, fp64), forward and forward+backward once each after warm-up, for
+Nsight Compute's per-kernel time:
 
     ncu --kernel-name regex:fc_ --metrics gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,\\
         sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active python3 benchmarks/profile_fc.py > ncu.log

@@ -126,7 +126,7 @@ template <class T, int L1, int L3MAX, int kSet>
 __device__ __forceinline__ void load_paths_o(const ConvRun& rn, const T* scale, int u, const T* row, T* c) {
   for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
     BJ_CONV_PATH_CONSTANTS(l2, l3);
-    if constexpr (kSet != kPathsMask && !conv_set_holds(kSet, L1, L2, L3)) return;
+    if constexpr (!conv_set_compiles(kSet, L1, L2, L3)) return;
     const T s = scale[S];
     const int o_at = conv_o_at(rn, S, u);
 #pragma unroll
@@ -139,7 +139,7 @@ __device__ __forceinline__ void load_paths_o(const ConvRun& rn, const T* scale, 
 template <int L1, int L3MAX, int kSet, class F> __device__ __forceinline__ void for_each_set_path(F&& f) {
   for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
     constexpr int L2 = decltype(l2)::value, L3 = decltype(l3)::value;
-    if constexpr (kSet == kPathsMask || conv_set_holds(kSet, L1, L2, L3))
+    if constexpr (conv_set_compiles(kSet, L1, L2, L3))
       f(std::integral_constant<int, conv_path_index(L1, L3MAX, L2, L3)>{});
   });
 }

@@ -104,6 +104,11 @@ template <int L1, int L3MAX> BJ_HD int conv_run_path_set(const ConvRun& rn) {
   const unsigned m = unsigned(rn.row[4]) & kAll;
   return m == kAll ? kPathsAll : m == kEven ? kPathsEven : kPathsMask;
 }
+// Whether a kernel variant for path set kSet has code for path (l1, l2, l3): with kPathsMask
+// every possible path (each tested at run time, conv_path_on), else the set's own.
+constexpr bool conv_set_compiles(int set, int l1, int l2, int l3) {
+  return set == kPathsMask || conv_set_holds(set, l1, l2, l3);
+}
 // Whether path (L1, L2, L3) takes part, in a kernel variant for path set kSet.
 template <int kSet, int L1, int L2, int L3, class Slots> BJ_HD bool conv_path_on(const Slots& rs) {
   if constexpr (kSet == kPathsMask) return rs.has(L2 * kConvL3 + L3);
