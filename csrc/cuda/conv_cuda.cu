@@ -337,7 +337,10 @@ template <class T, int kWant> struct BwdRcvRun {
               T g[D1];
 #pragma unroll
               for (int i = 0; i < D1; ++i) g[i] = T(0);
-              Term::x(T(1), Y + L2 * L2, c + OFF, g);
+              if (want_y)  // both roles through one T_ij (see UvuTerm::xy)
+                Term::xy(wv[P], xl, Y + L2 * L2, c + OFF, g, yb + L2 * L2);
+              else
+                Term::x(T(1), Y + L2 * L2, c + OFF, g);
               T dot = T(0);
 #pragma unroll
               for (int i = 0; i < D1; ++i) {
@@ -348,7 +351,7 @@ template <class T, int kWant> struct BwdRcvRun {
             } else if (want_w) {
               wbrow[rs.w_at[P]] = Term::w(T(1), xl, Y + L2 * L2, c + OFF);
             }
-            if (want_y) Term::y(wv[P], xl, c + OFF, yb + L2 * L2);
+            if (want_y && !want_x) Term::y(wv[P], xl, c + OFF, yb + L2 * L2);
           });
           if (want_x) {
             T* dst = a.x_part + e * a.x_w + x_at;
