@@ -41,24 +41,44 @@ template <class T> struct EdgeTile {
   int e[32];    // ids of the tile's existing edges, packed to the front
 };
 
-// Sums 16 values over the warp in 16 shuffles (instead of 16 x 5): each step hands half of the
-// remaining values to the partner lane and keeps the other half. Returns the full sum of
-// component (lane >> 1) & 15 (lanes 2c and 2c+1 both hold component c). Clobbers v.
-template <class T> __device__ T warp_sum16(T* v) {
-  const int lane = threadIdx.x & 31;
-  int n = 8;
+// Sums 16 values over the warp through shared memory. Each lane stores its 16 values as one row
+// (16-byte vector stores); lane L then adds component L / 2 down half of the rows (the lanes'
+// rows 16 h .. 16 h + 15, h = L % 2), and the lane pair adds its two halves. Returns the full sum
+// of component lane >> 1 (lanes 2c and 2c+1 both hold component c). Against the 16-shuffle
+// halving sum this was written to replace: 4 (fp32) vector stores, 16 loads with immediate
+// offsets, 16 adds and 1 shuffle, where the halving sum issued 16 shuffles, 16 adds and 30
+// selects (which half to give away). That sum ran once per edge and channel block: for the
+// l1 = 0 run more instructions than the run's paths.
+// Layout: row stride kSumLd (16-byte aligned), and the upper 16 rows shifted by kSumShift
+// elements so that, at each step m, the 32 lanes (16 components x 2 halves) read 32 distinct
+// banks (fp32; fp64: 16 distinct bank pairs per half warp). Writes: 8 lanes of a vector phase
+// hit disjoint 16-byte bank groups.
+template <class T> struct SumRows {
+  static constexpr int kLd = sizeof(T) == 4 ? 20 : 18, kShift = sizeof(T) == 4 ? 16 : 8;
+  __align__(16) T v[32 * kLd + kShift];
+  __device__ static int row(int r) { return r * kLd + (r >= 16 ? kShift : 0); }
+};
+
+template <class T> __device__ __forceinline__ void store_row16(T* dst, const T* v);
+template <> __device__ __forceinline__ void store_row16<float>(float* dst, const float* v) {
 #pragma unroll
-  for (int off = 16; off >= 2; off >>= 1, n >>= 1) {
-    const bool hi = lane & off;
+  for (int q = 0; q < 4; ++q) reinterpret_cast<float4*>(dst)[q] = make_float4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]);
+}
+template <> __device__ __forceinline__ void store_row16<double>(double* dst, const double* v) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      if (j >= n) break;
-      const T give = hi ? v[j] : v[j + n];
-      const T keep = hi ? v[j + n] : v[j];
-      v[j] = keep + __shfl_xor_sync(0xffffffffu, give, off);
-    }
-  }
-  return v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
+  for (int q = 0; q < 8; ++q) reinterpret_cast<double2*>(dst)[q] = make_double2(v[2 * q], v[2 * q + 1]);
+}
+
+template <class T> __device__ T warp_sum16(const T* v, SumRows<T>& rows) {
+  const int lane = threadIdx.x & 31, h = lane & 1;
+  __syncwarp();  // every lane is done reading the previous sum's rows
+  store_row16(rows.v + SumRows<T>::row(lane), v);
+  __syncwarp();
+  const T* col = rows.v + SumRows<T>::row(16 * h) + (lane >> 1);  // rows 16 h + m are kLd apart
+  T s = T(0);
+#pragma unroll
+  for (int m = 0; m < 16; ++m) s += col[m * SumRows<T>::kLd];
+  return s + __shfl_xor_sync(0xffffffffu, s, 1);
 }
 
 // Block b (0 <= b < blocks) of the channels of all runs -> (run k, 32-channel block cb).
@@ -283,6 +303,7 @@ template <class T, int kWant> struct BwdRcvRun {
   int u, b, blocks;
   T* y_part;
   EdgeTile<T>& tile;
+  SumRows<T>& sum_rows;  // warp_sum16's rows (one per warp; a size-1 dummy where y_part is not wanted)
 
   // kSet: with the wanted set fixed, a run whose paths are one of the fixed path sets (all, or
   // the parity-filtered even set) takes a variant with that set fixed at compile time, so the
@@ -339,7 +360,10 @@ template <class T, int kWant> struct BwdRcvRun {
               T g[D1];
 #pragma unroll
               for (int i = 0; i < D1; ++i) g[i] = T(0);
-              Term::x(T(1), Y + L2 * L2, c + OFF, g);
+              if (want_y)  // both roles through one T_ij (see UvuTerm::xy)
+                Term::xy(wv[P], xl, Y + L2 * L2, c + OFF, g, yb + L2 * L2);
+              else
+                Term::x(T(1), Y + L2 * L2, c + OFF, g);
               T dot = T(0);
 #pragma unroll
               for (int i = 0; i < D1; ++i) {
@@ -350,7 +374,7 @@ template <class T, int kWant> struct BwdRcvRun {
             } else if (want_w) {
               wbrow[rs.w_at[P]] = Term::w(T(1), xl, Y + L2 * L2, c + OFF);
             }
-            if (want_y) Term::y(wv[P], xl, c + OFF, yb + L2 * L2);
+            if (want_y && !want_x) Term::y(wv[P], xl, c + OFF, yb + L2 * L2);
           });
           if (want_x) {
             T* dst = a.x_part + e * a.x_w + x_at;
@@ -359,7 +383,7 @@ template <class T, int kWant> struct BwdRcvRun {
           }
         }
         if (!want_y) continue;
-        const T sum = warp_sum16(yb);
+        const T sum = warp_sum16(yb, sum_rows);
         if ((lane & 1) == 0) y_part[(e * blocks + b) * 16 + (lane >> 1)] = sum;
       }
     }
@@ -379,6 +403,8 @@ template <class T, int L3MAX, int kWant>
 __global__ void __launch_bounds__(32 * kWarps, rcv_min_blocks<T, kWant>())
     conv_bwd_rcv_kernel(ConvArgs<T> a, int blocks, T* y_part) {
   __shared__ EdgeTile<T> tiles[kWarps];
+  constexpr bool kSums = kWant == kWantAny || (kWant & kWantY) != 0;
+  __shared__ SumRows<T> sum_rows[kSums ? kWarps : 1];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (item >= a.no * blocks) return;
   const int b = int(item / a.no);  // block-major (see kernel_order)
@@ -386,32 +412,60 @@ __global__ void __launch_bounds__(32 * kWarps, rcv_min_blocks<T, kWant>())
   if (!find_block(a, b, &k, &cb)) return;
   const ConvRun rn{a.runs + int64_t(kRunCols) * k};
   BwdRcvRun<T, kWant> f{a, rn, a.scale + int64_t(kConvSlots) * k, item % a.no,
-                 cb * 32 + int(threadIdx.x & 31), b, blocks, y_part, tiles[threadIdx.x / 32]};
+                 cb * 32 + int(threadIdx.x & 31), b, blocks, y_part, tiles[threadIdx.x / 32],
+                 sum_rows[kSums ? threadIdx.x / 32 : 0]};
   dispatch_l1<L3MAX>(rn.l1(), f);
 }
 
-// One warp per edge: v_bar = J^T (sum over blocks of y_part), and zero w_bar rows of edges that
-// do not exist (no receiver-owned warp visits them).
+// One thread per edge: v_bar = J^T (sum over blocks of y_part), and zero w_bar rows of edges that
+// do not exist (no receiver-owned warp visits them; the warp zeroes those rows together, lanes
+// over columns). With one warp per edge, lane 0 alone applied J^T while 31 lanes waited, and the
+// w_bar-only call launched a warp per edge to zero nothing (W2: 0.066 and 0.026 ms under ncu).
+constexpr int kEdgeThreads = 256;
+
+template <class T> __device__ __forceinline__ void load16(const T* p, T* v);
+template <> __device__ __forceinline__ void load16<float>(const float* p, float* v) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const float4 f = reinterpret_cast<const float4*>(p)[q];
+    v[4 * q] = f.x, v[4 * q + 1] = f.y, v[4 * q + 2] = f.z, v[4 * q + 3] = f.w;
+  }
+}
+template <> __device__ __forceinline__ void load16<double>(const double* p, double* v) {
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    const double2 d = reinterpret_cast<const double2*>(p)[q];
+    v[2 * q] = d.x, v[2 * q + 1] = d.y;
+  }
+}
+
 template <class T>
-__global__ void __launch_bounds__(32 * kWarps) conv_bwd_edge_kernel(ConvArgs<T> a, int blocks, const T* y_part) {
-  const int64_t e = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+__global__ void __launch_bounds__(kEdgeThreads) conv_bwd_edge_kernel(ConvArgs<T> a, int blocks, const T* y_part) {
+  const int64_t e = int64_t(blockIdx.x) * kEdgeThreads + threadIdx.x;
   const int lane = threadIdx.x & 31;
-  if (e >= a.ne) return;
-  int64_t s, r;
-  if (!conv_edge(a.snd, a.rcv, e, a.nx, a.no, &s, &r)) {
-    if (a.w_bar)
-      for (int64_t i = lane; i < a.w_w; i += 32) a.w_bar[e * a.w_w + i] = T(0);
-    if (a.v_bar && lane < 3) a.v_bar[3 * e + lane] = T(0);
+  int64_t s = 0, r = 0;
+  const bool in_range = e < a.ne;
+  const bool ok = in_range && conv_edge(a.snd, a.rcv, e, a.nx, a.no, &s, &r);
+  if (a.w_bar) {  // the warp's missing edges, one after another, lanes over columns
+    for (unsigned bad = __ballot_sync(0xffffffffu, in_range && !ok); bad; bad &= bad - 1) {
+      const int64_t eb = int64_t(blockIdx.x) * kEdgeThreads + (threadIdx.x & ~31) + __ffs(bad) - 1;
+      for (int64_t i = lane; i < a.w_w; i += 32) a.w_bar[eb * a.w_w + i] = T(0);
+    }
+  }
+  if (!a.v_bar || !in_range) return;
+  if (!ok) {
+    for (int c = 0; c < 3; ++c) a.v_bar[3 * e + c] = T(0);
     return;
   }
-  if (!a.v_bar) return;
-  T part = T(0);  // lane j < 16: component j, summed over blocks in order
-  if (lane < 16)
-    for (int b = 0; b < blocks; ++b) part += y_part[(e * blocks + b) * 16 + lane];
-  T g[16];
+  T g[16], part[16];  // component j, summed over blocks in order (as the receiver kernels wrote them)
 #pragma unroll
-  for (int j = 0; j < 16; ++j) g[j] = __shfl_sync(0xffffffffu, part, j);
-  if (lane == 0) sh_vjp_row<3>(a.v + 3 * e, g, a.v_bar + 3 * e, true);
+  for (int j = 0; j < 16; ++j) g[j] = T(0);
+  for (int b = 0; b < blocks; ++b) {
+    load16(y_part + (e * blocks + b) * 16, part);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) g[j] += part[j];
+  }
+  sh_vjp_row<3>(a.v + 3 * e, g, a.v_bar + 3 * e, true);
 }
 
 // ---------------------------------------------------------------- handlers
@@ -489,7 +543,7 @@ ffi::Error ConvBwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
     else if (small) launch(conv_bwd_rcv_kernel<T, kConvL3Small, kWantAny>);
     else launch(conv_bwd_rcv_kernel<T, 6, kWantAny>);
     if (a.v_bar || a.w_bar)
-      conv_bwd_edge_kernel<T><<<grid_for(ne, kWarps), 32 * kWarps, 0, stream>>>(a, int(blocks), part);
+      conv_bwd_edge_kernel<T><<<grid_for(ne, kEdgeThreads), kEdgeThreads, 0, stream>>>(a, int(blocks), part);
     if (a.x_bar)  // x_bar[s] = sum of the parts of s's existing edges, in sender order
       launch_segment_sum(SegmentSum<T>{a.x_part, a.x_bar, snd_perm.typed_data<int32_t>(),
                                        snd_seg.typed_data<int32_t>(), a.snd, a.rcv, ne, nx, x_w, no},
