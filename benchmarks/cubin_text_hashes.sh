@@ -5,6 +5,9 @@
 #   bash benchmarks/cubin_text_hashes.sh csrc/cuda/fc_cuda.cu [python] > before.txt
 # The optional python is one with jax installed (for the XLA FFI headers; default python3).
 # Kernel names lose the anonymous namespace's per-file hash, which changes with the file.
+# Compare builds made in the same directory (e.g. one worktree, checked out at each commit):
+# the same commit built under /work/main and under another worktree gave different hashes for
+# every kernel (2026-11-29), each stable run after run in its own directory.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 source benchmarks/_cubin.sh  # src, py, a temporary $cubin; build_cubin
