@@ -8,7 +8,7 @@
 // Backward: (1) the same receiver-owned walk, with the receiver's cotangent slice held in
 // registers, writes w_bar, each edge's x_bar contribution (x_part, the width of one x row) and
 // each block's part of dPhi/dY (16 numbers per edge and block); both parts are extra outputs of
-// the call. (2) One warp per edge adds the dPhi/dY parts in a fixed order and applies the
+// the call. (2) One thread per edge adds the dPhi/dY parts in a fixed order and applies the
 // harmonics' backward, so v_bar leaves the kernel directly. (3) One thread per (sender, column)
 // sums x_part over the sender's edges in sender-sorted order (perm/seg): the one segment
 // reduction. All three are deterministic. Reading the cotangent rows of random receivers from
@@ -49,7 +49,7 @@ template <class T> struct EdgeTile {
 // offsets, 16 adds and 1 shuffle, where the halving sum issued 16 shuffles, 16 adds and 30
 // selects (which half to give away). That sum ran once per edge and channel block: for the
 // l1 = 0 run more instructions than the run's paths.
-// Layout: row stride kSumLd (16-byte aligned), and the upper 16 rows shifted by kSumShift
+// Layout: row stride kLd (16-byte aligned), and the upper 16 rows shifted by kShift
 // elements so that, at each step m, the 32 lanes (16 components x 2 halves) read 32 distinct
 // banks (fp32; fp64: 16 distinct bank pairs per half warp). Writes: 8 lanes of a vector phase
 // hit disjoint 16-byte bank groups.
