@@ -482,7 +482,7 @@ __global__ void __launch_bounds__(32 * kWarps, rcv_min_blocks<T, kWant>())
   constexpr bool kSums = kWant == kWantAny || (kWant & kWantY) != 0;
   __shared__ SumRows<T> sum_rows[kSums ? kWarps : 1];
   constexpr bool kPairs = BwdRcvRun<T, kWant>::kPairs && L3MAX == kConvL3Small;
-  __shared__ T o_rows[kPairs ? kWarps : 1][kPairs ? conv_acc_size(3, kConvL3Small) * 32 : 1];
+  __shared__ T o_rows[kPairs ? kWarps : 1][kPairs ? conv_acc_size_max(kConvL3Small) * 32 : 1];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (item >= a.no * blocks) return;
   const int b = int(item / a.no);  // block-major (see kernel_order)
