@@ -304,6 +304,10 @@ template <class T, int kWant> struct BwdRcvRun {
   T* y_part;
   EdgeTile<T>& tile;
   SumRows<T>& sum_rows;  // warp_sum16's rows (one per warp; a size-1 dummy where y_part is not wanted)
+  T* o_rows;             // body_y_pairs' cotangent values, [value][lane] (else a dummy)
+
+  // dPhi/dY alone, fp32, l_out <= 3: edges in pairs (body_y_pairs)
+  static constexpr bool kPairs = kWant == kWantY && sizeof(T) == 4;
 
   // kSet: with the wanted set fixed, a run whose paths are one of the fixed path sets (all, or
   // the parity-filtered even set) takes a variant with that set fixed at compile time, so the
@@ -317,6 +321,78 @@ template <class T, int kWant> struct BwdRcvRun {
   }
 
   template <int L1, int L3MAX, int kSet> __device__ __forceinline__ void body() const {
+    if constexpr (kPairs && L3MAX == kConvL3Small) body_y_pairs<L1, kSet>();
+    else body_direct<L1, L3MAX, kSet>();
+  }
+
+  // dPhi/dY alone (forces, and force training's first half), l_out <= 3: edges in pairs, each
+  // path's T_ij = sum_k C_ijk o_k built once for both (UvuTerm::y2). Per lane and edge at l1 = 3
+  // that is 418 multiply-adds instead of 548 (T's 260 shared by two edges).
+  template <int L1, int kSet> __device__ __forceinline__ void body_y_pairs() const {
+    constexpr int L3MAX = kConvL3Small, D1 = 2 * L1 + 1;
+    using Slots = RunSlots<L1, L3MAX>;
+    const int lane = threadIdx.x & 31;
+    const bool active = u < rn.mul();
+    const Slots rs(rn, active ? u : 0);
+    {
+      // The scaled cotangent values go to shared memory, one column per lane, and are read back
+      // per edge pair through a volatile pointer: held in registers across the loop (50 at l1 =
+      // 3) they left too few for two edges' T (spill: 1.3 KB at 128 registers).
+      T c[conv_acc_size(L1, L3MAX)];
+      load_paths_o<T, L1, L3MAX, kSet>(rn, scale, active ? u : 0, a.ct + r * a.o_w, c);  // scaled
+#pragma unroll
+      for (int i = 0; i < conv_acc_size(L1, L3MAX); ++i) o_rows[i * 32 + lane] = c[i];
+    }
+    const volatile T* oc = o_rows + lane;
+    const int64_t x_at = rn.x_off() + int64_t(u) * rn.x_su();
+    int64_t beg, end;
+    segment(a, r, &beg, &end);
+    for (int64_t t0 = beg; t0 < end; t0 += 32) {
+      const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.rcv, r, a.snd, a.nx);
+      if (active)
+        for (int t = 1; t < min(kPrefetchAhead, n); ++t) prefetch_edge<T, L1, L3MAX, kSet>(a, tile, t, x_at, rs, true, true);
+      for (int t = 0; t < n; t += 2) {
+        const bool two = t + 1 < n;  // the same for the whole warp
+        const int t1 = two ? t + 1 : t;  // a lone last edge is computed twice, its copy dropped
+        if (active)
+          for (int p = t + kPrefetchAhead; p < min(t + kPrefetchAhead + 2, n); ++p)
+            prefetch_edge<T, L1, L3MAX, kSet>(a, tile, p, x_at, rs, true, true);
+        T yb0[16], yb1[16];
+#pragma unroll
+        for (int j = 0; j < 16; ++j) yb0[j] = yb1[j] = T(0);
+        if (active) {
+          T x0[D1], x1[D1];
+#pragma unroll
+          for (int i = 0; i < D1; ++i) {
+            x0[i] = tile.xrow[t][x_at + i];
+            x1[i] = tile.xrow[t1][x_at + i];
+          }
+          const T* wr0 = tile.wrow[t];
+          const T* wr1 = tile.wrow[t1];
+          T after = T(0);  // the previous path's last result (see UvuTerm::y2)
+          for_each_conv_path<L1, L3MAX>([&](auto l2, auto l3) {
+            BJ_CONV_PATH_CONSTANTS(l2, l3);
+            if constexpr (conv_set_compiles(kSet, L1, L2, L3)) {
+              if (!conv_path_on<kSet, L1, L2, L3>(rs)) return;
+              T o[2 * L3 + 1];
+#pragma unroll
+              for (int k = 0; k < 2 * L3 + 1; ++k) o[k] = oc[(OFF + k) * 32];
+              UvuTerm<L1, L2, L3, T>::y2(wr0[rs.w_at[P]], wr1[rs.w_at[P]], x0, x1, o, yb0 + L2 * L2,
+                                         yb1 + L2 * L2, after);
+              after = yb1[L2 * L2 + 2 * L2];
+            }
+          });
+        }
+        const T s0 = warp_sum16(yb0, sum_rows);
+        if ((lane & 1) == 0) y_part[(int64_t(tile.e[t]) * blocks + b) * 16 + (lane >> 1)] = s0;
+        if (!two) continue;
+        const T s1 = warp_sum16(yb1, sum_rows);
+        if ((lane & 1) == 0) y_part[(int64_t(tile.e[t1]) * blocks + b) * 16 + (lane >> 1)] = s1;
+      }
+    }
+  }
+
+  template <int L1, int L3MAX, int kSet> __device__ __forceinline__ void body_direct() const {
     constexpr int D1 = 2 * L1 + 1;
     constexpr bool kFixed = kWant != kWantAny;
     using Slots = RunSlots<L1, L3MAX>;
@@ -405,6 +481,8 @@ __global__ void __launch_bounds__(32 * kWarps, rcv_min_blocks<T, kWant>())
   __shared__ EdgeTile<T> tiles[kWarps];
   constexpr bool kSums = kWant == kWantAny || (kWant & kWantY) != 0;
   __shared__ SumRows<T> sum_rows[kSums ? kWarps : 1];
+  constexpr bool kPairs = BwdRcvRun<T, kWant>::kPairs && L3MAX == kConvL3Small;
+  __shared__ T o_rows[kPairs ? kWarps : 1][kPairs ? conv_acc_size_max(kConvL3Small) * 32 : 1];
   const int64_t item = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (item >= a.no * blocks) return;
   const int b = int(item / a.no);  // block-major (see kernel_order)
@@ -413,7 +491,7 @@ __global__ void __launch_bounds__(32 * kWarps, rcv_min_blocks<T, kWant>())
   const ConvRun rn{a.runs + int64_t(kRunCols) * k};
   BwdRcvRun<T, kWant> f{a, rn, a.scale + int64_t(kConvSlots) * k, item % a.no,
                  cb * 32 + int(threadIdx.x & 31), b, blocks, y_part, tiles[threadIdx.x / 32],
-                 sum_rows[kSums ? threadIdx.x / 32 : 0]};
+                 sum_rows[kSums ? threadIdx.x / 32 : 0], o_rows[kPairs ? threadIdx.x / 32 : 0]};
   dispatch_l1<L3MAX>(rn.l1(), f);
 }
 

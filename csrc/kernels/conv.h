@@ -73,6 +73,14 @@ constexpr int conv_acc_offset(int L1, int L3MAX, int L2e, int L3e) {
   return off;
 }
 constexpr int conv_acc_size(int L1, int L3MAX) { return conv_acc_offset(L1, L3MAX, 4, 0); }
+// The largest of those over L1 = 0..3 (l1 = 2, not 3, has the most: 51 values at L3MAX = 3, 50
+// at l1 = 3): the size of a buffer shared by every run of a kernel.
+constexpr int conv_acc_size_max(int L3MAX) {
+  int m = 0;
+  for (int l1 = 0; l1 < 4; ++l1) m = conv_acc_size(l1, L3MAX) > m ? conv_acc_size(l1, L3MAX) : m;
+  return m;
+}
+static_assert(conv_acc_size_max(3) == 51, "l1 = 2 has the most output values");
 
 // The path sets the kernels can fix at compile time, so that the edge body is one basic block
 // with no per-path branch:

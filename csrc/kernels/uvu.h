@@ -87,8 +87,47 @@ template <int L1, int L2, int L3, class T> struct UvuTerm {
         }
     for (int j = 0; j < D2; ++j) cy[j] += sw * t[j];
   }
+  // Role Y for two edges of one channel (x0, x1, weights sw0, sw1) through one T_ij = sum_k
+  // C_ijk o_k: nnz + 2 |pattern(i, j)| multiply-adds where the two edges apart take 2 (nnz +
+  // |pattern(i, k)|).
+  // `after`: a value of the previous path's result; T waits for it, so that the paths' T are
+  // built one after another rather than all at once (which needs more registers than there are).
+  BJ_HD static void y2(T sw0, T sw1, const T* x0, const T* x1, const T* ou, T* c0, T* c1, T after) {
+    T ol[D3], tij[D1][D2], t0[D2], t1[D2];
+    bool seen[D1][D2] = {};
+    for (int k = 0; k < D3; ++k) ol[k] = keep_after(ou[k], after);
+    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) {
+      if (seen[i][j]) {
+        tij[i][j] += T(v) * ol[k];
+      } else {
+        tij[i][j] = T(v) * ol[k];
+        seen[i][j] = true;
+      }
+    });
+    for (int j = 0; j < D2; ++j) t0[j] = t1[j] = T(0);
+#pragma unroll
+    for (int i = 0; i < D1; ++i)
+#pragma unroll
+      for (int j = 0; j < D2; ++j)
+        if (seen[i][j]) {
+          t0[j] += x0[i] * tij[i][j];
+          t1[j] += x1[i] * tij[i][j];
+        }
+    for (int j = 0; j < D2; ++j) {
+      c0[j] += sw0 * t0[j];
+      c1[j] += sw1 * t1[j];
+    }
+  }
   // T depends on o alone, which the CUDA backward holds for a whole edge loop: unpinned, the
   // compiler hoisted every path's T out of the loop and spilled them (1.5 KB per thread).
+  BJ_HD static T keep_after(T v, T after) {
+#if defined(__CUDA_ARCH__)
+    if constexpr (sizeof(T) == 4) asm volatile("" : "+f"(v) : "f"(after));
+    else asm volatile("" : "+d"(v) : "d"(after));
+#endif
+    (void)after;
+    return v;
+  }
   BJ_HD static T keep_here(T v) {
 #if defined(__CUDA_ARCH__)
     if constexpr (sizeof(T) == 4) asm volatile("" : "+f"(v));
