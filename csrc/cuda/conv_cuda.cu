@@ -6,7 +6,8 @@
 // and adds all of the run's paths into registers (<= 51 values for l_out <= 3). The receiver's
 // row is written once: no atomics, no [E, 16] or [E, message] array.
 // Backward: (1) the same receiver-owned walk, with the receiver's cotangent slice held in
-// registers, writes w_bar, each edge's x_bar contribution (x_part, the width of one x row) and
+// registers (the fp32 dPhi/dY-only variant stages it in shared memory and takes the edges in
+// pairs, body_y_pairs), writes w_bar, each edge's x_bar contribution (x_part, the width of one x row) and
 // each block's part of dPhi/dY (16 numbers per edge and block); both parts are extra outputs of
 // the call. (2) One thread per edge adds the dPhi/dY parts in a fixed order and applies the
 // harmonics' backward, so v_bar leaves the kernel directly. (3) One thread per (sender, column)
