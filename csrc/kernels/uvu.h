@@ -58,16 +58,10 @@ template <int L1, int L2, int L3, class T> struct UvuTerm {
     CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) { t[j] += T(v) * (xl[i] * ol[k]); });
     for (int j = 0; j < D2; ++j) c[j] += sw * t[j];
   }
-  // Roles X and Y together, for a backward that wants both: gx[i] += sum_jk C y_j o_k (unit
-  // weight) and cy[j] += sw sum_ik C x_i o_k. Both go through T_ij = sum_k C_ijk o_k, built once:
-  // nnz + 2 |pattern(i, j)| multiply-adds, where the two roles apart take 2 nnz plus the products
-  // y_j o_k and x_i o_k (W2's l1 = 3 run, all paths: 736 against 840; all runs: 1,693 against
-  // 2,019). `seen` is known at compile time once inlined (visit's indices are literals), so
-  // only T's nonzero entries exist and no term multiplies a zero.
-  BJ_HD static void xy(T sw, const T* xu, const T* y, const T* ou, T* gx, T* cy) {
-    T ol[D3], tij[D1][D2], t[D2];
-    bool seen[D1][D2] = {};
-    for (int k = 0; k < D3; ++k) ol[k] = keep_here(ou[k]);
+  // T_ij = sum_k C_ijk o_k over C's pattern (i, j): seen[i][j] marks the entries that exist (the
+  // rest stay unset and unused). `seen` is known at compile time once inlined (visit's indices
+  // are literals), so only T's nonzero entries exist and no term multiplies a zero.
+  BJ_HD static void build_tij(const T* ol, T (&tij)[D1][D2], bool (&seen)[D1][D2]) {
     CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) {
       if (seen[i][j]) {
         tij[i][j] += T(v) * ol[k];
@@ -76,6 +70,17 @@ template <int L1, int L2, int L3, class T> struct UvuTerm {
         seen[i][j] = true;
       }
     });
+  }
+  // Roles X and Y together, for a backward that wants both: gx[i] += sum_jk C y_j o_k (unit
+  // weight) and cy[j] += sw sum_ik C x_i o_k. Both go through T_ij = sum_k C_ijk o_k, built once:
+  // nnz + 2 |pattern(i, j)| multiply-adds, where the two roles apart take 2 nnz plus the products
+  // y_j o_k and x_i o_k (W2's l1 = 3 run, all paths: 736 against 840; all runs: 1,693 against
+  // 2,019).
+  BJ_HD static void xy(T sw, const T* xu, const T* y, const T* ou, T* gx, T* cy) {
+    T ol[D3], tij[D1][D2], t[D2];
+    bool seen[D1][D2] = {};
+    for (int k = 0; k < D3; ++k) ol[k] = keep_here(ou[k]);
+    build_tij(ol, tij, seen);
     for (int j = 0; j < D2; ++j) t[j] = T(0);
 #pragma unroll
     for (int i = 0; i < D1; ++i)
@@ -96,14 +101,7 @@ template <int L1, int L2, int L3, class T> struct UvuTerm {
     T ol[D3], tij[D1][D2], t0[D2], t1[D2];
     bool seen[D1][D2] = {};
     for (int k = 0; k < D3; ++k) ol[k] = keep_after(ou[k], after);
-    CG<L1, L2, L3>::visit([&](int i, int j, int k, double v) {
-      if (seen[i][j]) {
-        tij[i][j] += T(v) * ol[k];
-      } else {
-        tij[i][j] = T(v) * ol[k];
-        seen[i][j] = true;
-      }
-    });
+    build_tij(ol, tij, seen);
     for (int j = 0; j < D2; ++j) t0[j] = t1[j] = T(0);
 #pragma unroll
     for (int i = 0; i < D1; ++i)
