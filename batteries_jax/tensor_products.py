@@ -33,8 +33,10 @@ def tensor_product_simple(x, y):
     return tp_simple_p.bind(x, y).reshape(lead + (16,))
 
 
-#: ``tensor_product``'s precision options: how its float32 channel contraction runs on a GPU.
-PRECISIONS = ("highest", "tf32x3")
+#: ``tensor_product``'s precision options (how its float32 channel contraction runs on a GPU),
+#: each with its tensor-core passes per product (0: FMAs).
+TF32_PASSES = {"highest": 0, "tf32x3": 3, "tf32": 1}
+PRECISIONS = tuple(TF32_PASSES)
 
 
 def tensor_product(x, y, weights, *, precision="highest"):
@@ -55,7 +57,11 @@ def tensor_product(x, y, weights, *, precision="highest"):
     * ``"tf32x3"``: the channel contractions on the tensor cores in 3xTF32 (each operand split
       into two TF32 parts, three products), forward and every derivative. Errors are a few
       1e-6 of the output's scale (H200: 3.4e-6 on the forward, up to 5.8e-6 on a weight
-      gradient summed over 48k terms; the FMA path is at a few 1e-7, plain TF32 near 1e-3).
+      gradient summed over 48k terms; the FMA path is at a few 1e-7).
+    * ``"tf32"``: the channel contractions on the tensor cores in TF32 (operands rounded to 10
+      mantissa bits, one product), forward and every derivative: the precision of JAX's
+      default float32 matmuls on these GPUs, errors near 1e-3 of the output's scale, for
+      training where that is acceptable.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -69,7 +75,7 @@ def tensor_product(x, y, weights, *, precision="highest"):
         raise ValueError(f"weights must be [34, C_in={c_in}, C_out], got shape {weights.shape}")
     c_out = weights.shape[2]
     lead, (xf, yf) = _checks.broadcast_rows((x, 2), (y, 1))
-    out = fc_p.bind(xf.reshape(-1, c_in, 16), yf, weights[None], tf32x3=precision == "tf32x3")
+    out = fc_p.bind(xf.reshape(-1, c_in, 16), yf, weights[None], tf32_passes=TF32_PASSES[precision])
     return out.reshape(lead + (c_out, 16))
 
 

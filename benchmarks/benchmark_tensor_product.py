@@ -8,8 +8,10 @@ The harness sets jax_default_matmul_precision to "highest", so the peers' channe
 cuequivariance-jax route checks it: its forward's largest difference from batteries_jax,
 relative to max |out| (e3nn-jax's legacy product applies its own path normalisation, so it is
 timed but not compared).
-bj-tf32x3 is batteries_jax with precision="tf32x3" (fp32 only); its ACCURACY line is against
-batteries_jax's default (FMA) forward.
+bj-tf32x3 and bj-tf32 are batteries_jax with precision="tf32x3" and "tf32" (fp32 only); their
+ACCURACY lines are against batteries_jax's default (FMA) forward. For scale, an ACCURACY line
+also gives the error of a float32 jnp.dot at JAX's DEFAULT precision (what JAX uses without the
+harness's "highest") against HIGHEST, on the same card.
 Channel-wise: 64x0e+64x1o+64x2e+64x3o (x) 0e+1o+2e+3o, 34 paths, per-row weights, 150k rows.
 """
 import jax
@@ -20,9 +22,9 @@ import _harness as H
 
 ap = H.parser(__doc__)
 ap.add_argument("--fc-only", action="store_true", help="only the fully connected product")
-ap.add_argument("--libs", default="bj,e3nn,cuex,bj-tf32x3",
-                help="libraries to time in the FC part (A/B runs: bj); bj-tf32x3 is batteries_jax with "
-                     "precision='tf32x3' (float32 only)")
+ap.add_argument("--libs", default="bj,e3nn,cuex,bj-tf32x3,bj-tf32",
+                help="libraries to time in the FC part (A/B runs: bj); bj-tf32x3 and bj-tf32 are "
+                     "batteries_jax with precision='tf32x3' and 'tf32' (float32 only)")
 args = ap.parse_args()
 H.setup(args)
 import batteries_jax as bj  # noqa: E402
@@ -55,6 +57,13 @@ def modes(f):
     return fwd, bwd
 
 
+if not args.f64:  # what JAX's own float32 matmuls give at DEFAULT precision on this card
+    a, b = (jax.random.normal(jax.random.key(i), (2048, 2048), jnp.float32) for i in (1, 2))
+    dot = jax.jit(lambda a, b, p: jnp.dot(a, b, precision=p), static_argnums=2)
+    err = H.relerr(dot(a, b, jax.lax.Precision.DEFAULT), dot(a, b, jax.lax.Precision.HIGHEST))
+    print(f"ACCURACY jnp.dot float32 2048^2 at Precision.DEFAULT differs from HIGHEST by {err:.1e} of max |out|",
+          flush=True)
+
 for N in ([50, 300] if args.cpu_size else [1000, 20_000]):
     k = jax.random.split(jax.random.key(N), 4)
     x = jax.random.normal(k[0], (N, 32, 16), dt)
@@ -63,7 +72,8 @@ for N in ([50, 300] if args.cpu_size else [1000, 20_000]):
     cot = jax.random.normal(k[3], (N, 64, 16), dt)
     libs = {"bj": (lambda x, y, W: bj.tensor_product(x, y, W), (x, y, W), cot, lambda o: o)}
     if not args.f64:  # the opt-in tensor-core engine (float32 only; float64 runs DMMA by default)
-        libs["bj-tf32x3"] = (lambda x, y, W: bj.tensor_product(x, y, W, precision="tf32x3"), (x, y, W), cot, lambda o: o)
+        for p in ("tf32x3", "tf32"):
+            libs[f"bj-{p}"] = (lambda x, y, W, p=p: bj.tensor_product(x, y, W, precision=p), (x, y, W), cot, lambda o: o)
     if e3nn is not None:
         import e3nn_jax.legacy  # noqa: F401
         irx, iry, iro = "32x0e+32x1e+32x2e+32x3e", "0e+1e+2e+3e", "64x0e+64x1e+64x2e+64x3e"

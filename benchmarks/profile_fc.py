@@ -1,6 +1,6 @@
 """The fully connected product at N rows (arguments, each in turn; default 20,000), C_in = 32,
-C_out = 64 (fp32, fp32 with precision="tf32x3", then fp64; or only the engines named among the
-arguments: fp32, tf32x3, fp64), forward and forward+backward once each after warm-up, for
+C_out = 64 (fp32, fp32 with precision="tf32x3" and "tf32", then fp64; or only the engines named
+among the arguments: fp32, tf32x3, tf32, fp64), forward and forward+backward once each after warm-up, for
 Nsight Compute's per-kernel time:
 
     ncu --kernel-name regex:fc_ --metrics gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,\\
@@ -18,9 +18,10 @@ import batteries_jax as bj
 
 jax.config.update("jax_enable_x64", True)
 rng = np.random.default_rng(0)
-# Arguments: row counts, and optionally engine names (fp32, tf32x3, fp64) to profile only those
+# Arguments: row counts, and optionally engine names (fp32, tf32x3, tf32, fp64) to profile only those
 # (ncu prints nothing until the script exits, so a short run matters under a timeout).
-ENGINES = {"fp32": (jnp.float32, "highest"), "tf32x3": (jnp.float32, "tf32x3"), "fp64": (jnp.float64, "highest")}
+ENGINES = {"fp32": (jnp.float32, "highest"), "tf32x3": (jnp.float32, "tf32x3"), "tf32": (jnp.float32, "tf32"),
+           "fp64": (jnp.float64, "highest")}
 picked = [ENGINES[a] for a in sys.argv[1:] if a in ENGINES] or list(ENGINES.values())
 for N in [int(a) for a in sys.argv[1:] if a not in ENGINES] or [20_000]:
     for dt, precision in picked:

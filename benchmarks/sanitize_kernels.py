@@ -66,10 +66,10 @@ def conv_sh_and_simple_kernels(dtype):
 
 
 def fc_kernels(dtype):
-    """The fully connected product (both float32 engines): partial tiles, several channel chunks, weight groups (vmap);
+    """The fully connected product (every float32 engine): partial tiles, several channel chunks, weight groups (vmap);
     channel counts that rule out the vector loads and copies (37, 67), then ones that take them
     (32, 64) with rows enough for several w_bar builds and chunks per slab."""
-    precisions = ("highest", "tf32x3") if dtype == jnp.float32 else ("highest",)  # tf32x3: fp32 only
+    precisions = ("highest", "tf32x3", "tf32") if dtype == jnp.float32 else ("highest",)  # TF32: fp32 only
     for (n, c_in, c_out), precision in itertools.product(((43, 37, 67), (1501, 32, 64)), precisions):
         x = jnp.asarray(rng.normal(size=(n, c_in, 16)), dtype)
         yy = jnp.asarray(rng.normal(size=(n, 16)), dtype)

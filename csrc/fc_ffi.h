@@ -1,7 +1,8 @@
 // The FFI signatures of the fully connected product (kernels/fc.h), shared by its CPU and
-// CUDA handlers. Attributes: c_in, c_out, groups (weights per block of rows), tf32x3
-// (precision="tf32x3": the CUDA handler's float32 products run on the tensor cores, tf32x3.cuh;
-// the CPU handler computes in full float32 either way).
+// CUDA handlers. Attributes: c_in, c_out, groups (weights per block of rows), tf32_passes
+// (0, or the precision option's tensor-core passes: 3 for "tf32x3", 1 for "tf32"; the CUDA
+// handler's float32 products then run on the tensor cores, tf32x3.cuh; the CPU handler computes
+// in full float32 either way).
 //   bj_fc:      x [n, C_in, 16], y [n, 16], w [groups, 34, C_in, C_out]
 //               -> out [n, C_out, 16] if public_out, else [n, 16, C_out]
 //   bj_fc_bwd:  xt [n, 16, C_in], y, w, ctt [n, 16, C_out]
@@ -26,7 +27,7 @@ namespace bj {
 #define BJ_FC_BINDING(bind)                                                                            \
   BJ_FC_ATTRS(bind.Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()) \
       .Attr<int64_t>("public_out")                                                                   \
-      .Attr<int64_t>("tf32x3")
+      .Attr<int64_t>("tf32_passes")
 
 #define BJ_FC_BWD_BINDING(bind)                                                                    \
   BJ_FC_ATTRS(bind.Arg<ffi::AnyBuffer>()                                                           \
@@ -38,7 +39,7 @@ namespace bj {
                   .Ret<ffi::AnyBuffer>()                                                           \
                   .Ret<ffi::AnyBuffer>())                                                          \
       .Attr<int64_t>("slabs")                                                                      \
-      .Attr<int64_t>("tf32x3")
+      .Attr<int64_t>("tf32_passes")
 
 inline ffi::Error fc_dims(const ffi::AnyBuffer& y, int64_t c_in, int64_t c_out, int64_t groups, FcDims* d) {
   d->n = int64_t(y.element_count() / 16);

@@ -14,7 +14,7 @@ is linear in each of its k + 1 operands, and every derivative of every order of 
 
 vmap folds the batch into every operand's leading axis (rows, or weight groups) and the op is
 called once. A family supplies only the abstract forward shape and the two lowerings. Static
-parameters of a call (e.g. the FC product's ``tf32x3``) ride on all three primitives: every
+parameters of a call (e.g. the FC product's ``tf32_passes``) ride on all three primitives: every
 rule passes them on to the binds it makes, and both lowerings receive them.
 """
 from __future__ import annotations

@@ -11,9 +11,9 @@ for small grids, writes out in it too (``_public_out``); otherwise it writes out
 ``[n, 16, C_out]``, as the backward kernels read and write every channel-carrying operand
 (channels contiguous), and XLA transposes around those calls.
 
-Static parameter ``tf32x3`` (default False): the CUDA kernels' float32 products run in 3xTF32 on
-the tensor cores (``tensor_product``'s ``precision="tf32x3"``); float64 and the CPU handler
-ignore it.
+Static parameter ``tf32_passes`` (default 0): 3 or 1 run the CUDA kernels' float32 products on
+the tensor cores in 3xTF32 or TF32 (``tensor_product``'s ``precision="tf32x3"`` or ``"tf32"``);
+float64 and the CPU handler ignore it.
 """
 from __future__ import annotations
 
@@ -62,13 +62,14 @@ def _public_out(n, c_out, groups):
     return tiles * -(-c_out // 64) < SMALL_GRID
 
 
-def _lower(x, y, w, *, tf32x3=False):
+def _lower(x, y, w, *, tf32_passes=0):
     n, c_in, c_out, groups = _dims(x, w)
     if n * c_in * c_out == 0:
         return jnp.zeros((n, c_out, 16), x.dtype)
     public = _public_out(n, c_out, groups)
     call = jax.ffi.ffi_call("bj_fc", jax.ShapeDtypeStruct((n, c_out, 16) if public else (n, 16, c_out), x.dtype))
-    out = call(x, y, w, **_attrs(x, w), public_out=np.int64(public), tf32x3=np.int64(tf32x3))
+    out = call(x, y, w, **_attrs(x, w), public_out=np.int64(public),
+               tf32_passes=np.int64(tf32_passes))
     return out if public else jnp.swapaxes(out, 1, 2)
 
 
@@ -76,7 +77,7 @@ def _slabs(rows_per_group: int) -> int:
     return int(max(1, min(MAX_SLABS, -(-rows_per_group // MIN_ROWS_PER_SLAB))))
 
 
-def _lower_bwd(x, y, w, ct, *, need, platform, tf32x3=False):
+def _lower_bwd(x, y, w, ct, *, need, platform, tf32_passes=0):
     n, c_in, c_out, groups = _dims(x, w)
     shapes = (x.shape, y.shape, w.shape)
     dt = ct.dtype
@@ -93,7 +94,7 @@ def _lower_bwd(x, y, w, ct, *, need, platform, tf32x3=False):
     results.append(jax.ShapeDtypeStruct((scratch,), dt))
     outs = jax.ffi.ffi_call("bj_fc_bwd", results)(
         jnp.swapaxes(x, 1, 2) if x_read else empty, y, w if w_read else empty, jnp.swapaxes(ct, 1, 2),
-        **_attrs(x, w), slabs=np.int64(slabs), tf32x3=np.int64(tf32x3))
+        **_attrs(x, w), slabs=np.int64(slabs), tf32_passes=np.int64(tf32_passes))
     outs = [jnp.swapaxes(outs[0], 1, 2) if need[0] else None] + list(outs[1:3])
     return [o for o, flag in zip(outs, need) if flag]
 

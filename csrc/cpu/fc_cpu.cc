@@ -114,7 +114,7 @@ void fc_backward(const T* xt, const T* y, const T* w, const T* ctt, T* x_bart, T
 }
 
 ffi::Error FcCpu(ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> out,
-                 int64_t c_in, int64_t c_out, int64_t groups, int64_t public_out, int64_t /*tf32x3*/) {
+                 int64_t c_in, int64_t c_out, int64_t groups, int64_t public_out, int64_t /*tf32_passes*/) {
   FcDims d;
   if (auto err = fc_check(x, y, w, *out, c_in, c_out, groups, &d); !err.success()) return err;
   return dispatch_float(out->element_type(), "tensor_product", [&](auto tag) {
@@ -127,7 +127,7 @@ ffi::Error FcCpu(ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::Resu
 ffi::Error FcBwdCpu(ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::AnyBuffer ctt,
                     ffi::Result<ffi::AnyBuffer> x_bar, ffi::Result<ffi::AnyBuffer> y_bar,
                     ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> scratch, int64_t c_in,
-                    int64_t c_out, int64_t groups, int64_t slabs, int64_t /*tf32x3*/) {
+                    int64_t c_out, int64_t groups, int64_t slabs, int64_t /*tf32_passes*/) {
   FcDims d;
   if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *scratch, c_in, c_out, groups, slabs, &d,
                                 /*with_scratch=*/false);

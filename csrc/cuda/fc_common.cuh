@@ -35,9 +35,10 @@ constexpr int mat_max(int bm) {
 }
 static_assert(mat_max(kBM) == kMatMax, "kMatMax is mat_max(kBM)");
 
-// Which engine a kernel's products run on (template flag kTc = the caller's precision="tf32x3",
-// float32 only): FMA thread tiles (fp32, the default), 3xTF32 warp blocks (fp32, kTc;
-// tf32x3.cuh) or DMMA warp blocks (fp64; dmma.cuh, float64 arithmetic). The tensor-core
+// Which engine a kernel's products run on (template value kTc = the tensor-core passes of the
+// caller's precision, float32 only): FMA thread tiles (fp32, kTc = 0, the default), 3xTF32 or
+// TF32 warp blocks (fp32, kTc = 3 or 1; tf32x3.cuh) or DMMA warp blocks (fp64, kTc = 0;
+// dmma.cuh, float64 arithmetic). The tensor-core
 // engines want other shared-memory row lengths, or a swizzle where padding would cost an SM
 // its fourth CTA: column c of stage row k at c ^ swz(k), which moves 8-float groups only (so
 // 16-byte vectors stay whole) and spreads a TF32 fragment load's four k rows over the banks.

@@ -15,9 +15,9 @@
 // and writes out in the public layout [n, C, 16] (stage_a_chunk, the end of fwd_tile).
 // Only the matrices M_p are built per path at compile time (build_matrices); the products are
 // one copy per l3, which keeps the build time and the instruction footprint small.
-// The products' inner loops run on one of three engines (fc_common.cuh, swz): FMA thread tiles
-// (fp32, the default), 3xTF32 on the tensor cores (fp32 with precision="tf32x3") or DMMA
-// (fp64, float64 arithmetic); warp_tiles.cuh holds the tensor-core accumulators.
+// The products' inner loops run on one of four engines (fc_common.cuh, swz): FMA thread tiles
+// (fp32, the default), 3xTF32 or TF32 on the tensor cores (fp32 with precision="tf32x3" or
+// "tf32") or DMMA (fp64, float64 arithmetic); warp_tiles.cuh holds the tensor-core accumulators.
 // The kernels live in fc_common.cuh (shared parts), fc_forward.cuh, fc_xy.cuh and fc_wbar.cuh.
 #include <cuda_runtime.h>
 
@@ -31,18 +31,23 @@
 namespace bj {
 namespace {
 
-// f(kTc) with kTc a std::bool_constant: precision="tf32x3" (fc.py) selects the 3xTF32 engine for
-// float32; float64 always runs DMMA (kTc false, so no fp64 kTc kernels are instantiated).
-template <class T, class F> void with_engine(int64_t tf32x3, F&& f) {
+// f(kTc) with kTc a std::integral_constant<int, passes>: the FFI attribute tf32_passes (fc.py,
+// from precision) selects the float32 engine: 0 FMA thread tiles, 1 TF32, 3 3xTF32 on the tensor
+// cores. float64 always runs DMMA (kTc 0, so no fp64 TF32 kernels are instantiated).
+template <class T, class F> ffi::Error with_engine(int64_t tf32_passes, F&& f) {
+  if (tf32_passes != 0 && tf32_passes != 1 && tf32_passes != 3)
+    return ffi::Error::InvalidArgument("tensor_product: tf32_passes must be 0, 1 or 3");
   if constexpr (sizeof(T) == 4) {
-    if (tf32x3) return f(std::true_type{});
+    if (tf32_passes == 1) return f(std::integral_constant<int, 1>{}), ffi::Error::Success();
+    if (tf32_passes == 3) return f(std::integral_constant<int, 3>{}), ffi::Error::Success();
   }
-  f(std::false_type{});
+  f(std::integral_constant<int, 0>{});
+  return ffi::Error::Success();
 }
 
 ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::AnyBuffer w,
                   ffi::Result<ffi::AnyBuffer> out, int64_t c_in, int64_t c_out, int64_t groups,
-                  int64_t public_out, int64_t tf32x3) {
+                  int64_t public_out, int64_t tf32_passes) {
   FcDims d;
   if (auto err = fc_check(x, y, w, *out, c_in, c_out, groups, &d); !err.success()) return err;
   return dispatch_float(out->element_type(), "tensor_product", [&](auto tag) {
@@ -55,7 +60,9 @@ ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::
     const FwdArgs<T> args{x.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), out->typed_data<T>(), d};
     if (!public_out && c_out % 4 != 0)  // the component-major (BN = 64) kernel has no scalar stores
       return ffi::Error::InvalidArgument("tensor_product: public_out must be set when C_out % 4 != 0");
-    with_engine<T>(tf32x3, [&](auto tc) { launch_fwd<T, decltype(tc)::value>(args, public_out != 0, stream); });
+    if (auto err = with_engine<T>(tf32_passes, [&](auto tc) { launch_fwd<T, decltype(tc)::value>(args, public_out != 0, stream); });
+        !err.success())
+      return err;
     return cuda_status("tensor_product");
   });
 }
@@ -63,7 +70,7 @@ ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::
 ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, ffi::AnyBuffer w, ffi::AnyBuffer ctt,
                      ffi::Result<ffi::AnyBuffer> x_bar, ffi::Result<ffi::AnyBuffer> y_bar,
                      ffi::Result<ffi::AnyBuffer> w_bar, ffi::Result<ffi::AnyBuffer> scratch, int64_t c_in,
-                     int64_t c_out, int64_t groups, int64_t slabs, int64_t tf32x3) {
+                     int64_t c_out, int64_t groups, int64_t slabs, int64_t tf32_passes) {
   FcDims d;
   if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *scratch, c_in, c_out, groups, slabs, &d);
       !err.success())
@@ -80,7 +87,9 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
     if (b.x_bart || b.y_bar) {
       const XyArgs<T> args{b.xt, b.y, b.w, b.ctt, b.x_bart, b.y_bar, b.x_part, b.y_part, d};
       const TileMap map = tile_map(d, kXyBM<T>);  // l3 = 3 first (the heaviest tiles)
-      with_engine<T>(tf32x3, [&](auto tc) { launch_xy<T, decltype(tc)::value>(args, map, stream); });
+      if (auto err = with_engine<T>(tf32_passes, [&](auto tc) { launch_xy<T, decltype(tc)::value>(args, map, stream); });
+          !err.success())
+        return err;
       const int64_t nx = b.x_bart ? d.n * 16 * c_in : 0, ny = b.y_bar ? d.n * 16 : 0;
       const unsigned blocks = grid_for(nx + ny, 256), cap = unsigned(8 * sm_count());
       fc_xy_sum_kernel<T><<<blocks < cap ? blocks : cap, 256, 0, stream>>>(b.x_bart, b.x_part, nx, b.y_bar, b.y_part, ny);
@@ -91,7 +100,9 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
       const int64_t slab_rows = (d.rows_per_group + used - 1) / used;
       const WArgs<T> args{b.xt, b.y, b.ctt, b.w_part, d, used, slab_rows};
       const dim3 grid(unsigned(groups * used * kSeedPaths), gy, gz);
-      with_engine<T>(tf32x3, [&](auto tc) { launch_w<T, decltype(tc)::value>(args, grid, stream); });
+      if (auto err = with_engine<T>(tf32_passes, [&](auto tc) { launch_w<T, decltype(tc)::value>(args, grid, stream); });
+          !err.success())
+        return err;
       const int64_t size = d.w_size();
       fc_slab_sum_kernel<T><<<grid_for(groups * size, 256), 256, 0, stream>>>(b.w_part, b.w_bar, groups, used, size);
     }

@@ -10,12 +10,12 @@ namespace {
 // The W chunk is double-buffered: the next (path, chunk) step's copy (cp.async) flies during this
 // step's product and the next A stage. The tile's y rows are staged once, so that each path's
 // matrices are built from shared memory instead of waiting on global loads. Dynamic shared
-// memory: 44 KB (fp32 FMA), 46.5 KB (3xTF32), 56.5 KB (fp64).
+// memory: 44 KB (fp32 FMA), 46.5 KB (TF32, 3xTF32), 56.5 KB (fp64).
 // Row lengths of the A and W stages: kBM + kPad and kBN for the fp32 FMA tiles; for the
 // tensor-core engines, the lengths that make their fragment loads conflict-free: dmma_ld (4 mod
-// 16 doubles, fp64) and tf32_ld (8 mod 32 floats, 3xTF32).
-template <class T, bool kTc> constexpr int kFwdLdA = sizeof(T) == 8 ? dmma_ld(kBM) : kTc ? tf32_ld(kBM) : kBM + kPad;
-template <class T, bool kTc> constexpr int kFwdLdB = sizeof(T) == 8 ? dmma_ld(kBN) : kTc ? tf32_ld(kBN) : kBN;
+// 16 doubles, fp64) and tf32_ld (8 mod 32 floats, TF32 and 3xTF32).
+template <class T, int kTc> constexpr int kFwdLdA = sizeof(T) == 8 ? dmma_ld(kBM) : kTc ? tf32_ld(kBM) : kBM + kPad;
+template <class T, int kTc> constexpr int kFwdLdB = sizeof(T) == 8 ? dmma_ld(kBN) : kTc ? tf32_ld(kBN) : kBN;
 
 // (n, k) pairs per forward tile: kBM, except in the fp32 FMA BN = 32 kernel (small grids, N ~ 1k),
 // which takes 64. There the call lasts about one CTA's path loop (the grid is under one wave),
@@ -24,9 +24,9 @@ template <class T, bool kTc> constexpr int kFwdLdB = sizeof(T) == 8 ? dmma_ld(kB
 // M_p build per path. The stages keep their 128-pair sizes (row lengths unchanged).
 // H200, N = 1k fwd: FMA 0.060 -> 0.055 ms; the same tiles lost with tf32x3 (0.054 -> 0.059) and
 // in fp64 (0.080 -> 0.106), which keep 128 pairs.
-template <class T, int BN, bool kTc> constexpr int kFwdBM = BN == kBN || kTc || sizeof(T) == 8 ? kBM : 64;
+template <class T, int BN, int kTc> constexpr int kFwdBM = BN == kBN || kTc || sizeof(T) == 8 ? kBM : 64;
 
-template <class T, bool kTc> struct FwdSmem {
+template <class T, int kTc> struct FwdSmem {
   T a[Chunk<T>::K][kFwdLdA<T, kTc>];     // A chunk, [u][(n, k)]
   T b[2][Chunk<T>::K][kFwdLdB<T, kTc>];  // W chunks, [buffer][u][w]
   T mat[kMatMax];
@@ -169,16 +169,16 @@ __device__ void stage_w_chunk(const T* wp, const FcDims& d, int64_t u0, int64_t 
 // The forward's kFwdBM x BN accumulators and product, one chunk at a time. visit_runs(f) calls
 // f(m, h, wl, v) for each run of kRun consecutive output channels that the thread holds: (n, k)
 // pair m, channels w0 + 32 h + wl + [0, kRun), values v[0 .. kRun).
-template <class T, int BN, bool kTc> struct FwdAcc;
+template <class T, int BN, int kTc> struct FwdAcc;
 
 // fp32: FMAs on a thread tile of 8 (n, k) rows {4 tm .. +3, 64 + 4 tm .. +3} times 8 channels
 // {4 tw .. +3, 32 + 4 tw .. +3} (BN = 64, 128 pairs), or of 4 rows {4 tm .. +3} times 4 channels
 // {4 tw .. +3} (BN = 32, 64 pairs).
-template <int BN> struct FwdAcc<float, BN, false> {
-  static constexpr int TM = kFwdBM<float, BN, false> / 16, TN = BN / 8, kRun = 4;
+template <int BN> struct FwdAcc<float, BN, 0> {
+  static constexpr int TM = kFwdBM<float, BN, 0> / 16, TN = BN / 8, kRun = 4;
   float v[TM][TN];
   __device__ void zero() { zero_tile(v); }
-  __device__ void multiply(const float (*a)[kFwdLdA<float, false>], const float (*b)[kFwdLdB<float, false>]) {
+  __device__ void multiply(const float (*a)[kFwdLdA<float, 0>], const float (*b)[kFwdLdB<float, 0>]) {
     const int tm = threadIdx.x % 16, tw = threadIdx.x / 16;
 #pragma unroll 8
     for (int uu = 0; uu < Chunk<float>::K; ++uu) {
@@ -204,14 +204,14 @@ template <int BN> struct FwdAcc<float, BN, false> {
 
 
 
-// The tensor-core engines (DMMA in fp64, 3xTF32 in fp32 with kTc; warp_tiles.cuh): warp q owns
+// The tensor-core engines (DMMA in fp64, 3xTF32 or TF32 in fp32 with kTc; warp_tiles.cuh): warp q owns
 // (n, k) rows [32 q, 32 q + 32) times all BN channels.
-template <class T, int BN> struct FwdTcAcc {
+template <class T, int BN, int kPasses> struct FwdTcAcc {
   static constexpr int kRun = 2;
   WarpTiles<T, 2, BN / 8> tiles;
   __device__ void zero() { tiles.zero(); }
   template <class PA, class PB> __device__ void multiply(PA a, PB b) {
-    tiles.template multiply<Chunk<T>::K>([&](int k, int m) { return a[k][m]; }, [&](int k, int n) { return b[k][n]; },
+    tiles.template multiply<Chunk<T>::K, kPasses>([&](int k, int m) { return a[k][m]; }, [&](int k, int n) { return b[k][n]; },
                                          32 * (threadIdx.x / 32), 0);
   }
   template <class F> __device__ void visit_runs(F&& f) const {
@@ -219,10 +219,10 @@ template <class T, int BN> struct FwdTcAcc {
     tiles.visit_pairs([&](int m, int w, const T* v) { f(m0 + m, w / 32, w % 32, v); });
   }
 };
-template <int BN> struct FwdAcc<double, BN, false> : FwdTcAcc<double, BN> {};
-template <int BN> struct FwdAcc<float, BN, true> : FwdTcAcc<float, BN> {};
+template <int BN> struct FwdAcc<double, BN, 0> : FwdTcAcc<double, BN, 0> {};
+template <int BN, int kTc> struct FwdAcc<float, BN, kTc> : FwdTcAcc<float, BN, kTc> {};
 
-template <class T, int L3, int BN, bool kPublicOut, bool kTc>
+template <class T, int L3, int BN, bool kPublicOut, int kTc>
 __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<T, kTc>& s) {
   constexpr int D = 2 * L3 + 1, BK = Chunk<T>::K;
   const int tid = threadIdx.x;
@@ -318,7 +318,7 @@ __device__ void fwd_tile(const FwdArgs<T>& a, const TileRef& t, int w0, FwdSmem<
 // for XLA to transpose, because its 64-byte (row, channel) blocks, written in parts by the four
 // l3's tiles at different times, cost more than the transpose (N = 20k: 0.544 ms with the
 // transpose, 0.572 without; tiles ordered by row across l3 to write the parts together: 0.795).
-template <class T, int BN, bool kTc>
+template <class T, int BN, int kTc>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_fwd_kernel(FwdArgs<T> a, TileMap map) {
   extern __shared__ __align__(16) unsigned char fwd_smem[];
   FwdSmem<T, kTc>& s = *reinterpret_cast<FwdSmem<T, kTc>*>(fwd_smem);
@@ -334,7 +334,7 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 4 : 2) fc_fwd_kerne
 
 
 // The forward launch: out [n, C_out, 16] with BN = 32 (public_out), else [n, 16, C_out] with BN = 64.
-template <class T, bool kTc> void launch_fwd(const FwdArgs<T>& args, bool public_out, cudaStream_t stream) {
+template <class T, int kTc> void launch_fwd(const FwdArgs<T>& args, bool public_out, cudaStream_t stream) {
   // over the 48 KB default in fp64: opt in (per device, so on every launch; it is not a stream op)
   constexpr int smem = int(sizeof(FwdSmem<T, kTc>));
   const TileMap map = tile_map(args.d, public_out ? kFwdBM<T, 32, kTc> : kBM);

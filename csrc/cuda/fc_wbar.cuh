@@ -48,13 +48,13 @@ template <class T> struct WBuild { static constexpr int kTiles = sizeof(T) == 4 
 // in fp64; 4 CTAs per SM either way. With the heaviest-first grid, W_bar went 1.18 -> 0.82 ms (fp32,
 // N = 20k, ncu, H200), and 2.56 -> 2.12 in fp64.
 // Row lengths of the A and ct stages: plain in fp32 (FMA tiles), dmma_ld in fp64 (DMMA blocks).
-// The 3xTF32 engine swizzles both stages instead (padding would cost the fourth CTA per SM).
+// The TF32 engines swizzle both stages instead (padding would cost the fourth CTA per SM).
 template <class T> constexpr int kWLdA = sizeof(T) == 8 ? dmma_ld(Chunk<T>::K) : Chunk<T>::K;
 template <class T> constexpr int kWLdC = sizeof(T) == 8 ? dmma_ld(kBN) : kBN;
 
 template <class T> struct WSmem {
-  T a[WChunk<T>::M][kWLdA<T>];        // A chunk, [(n, k)][u] (swz<kTc> on u)
-  T c[2][WChunk<T>::M][kWLdC<T>];     // ct chunks, [buffer][(n, k)][w] (swz<kTc> on w)
+  T a[WChunk<T>::M][kWLdA<T>];        // A chunk, [(n, k)][u] (swz<kTc != 0> on u)
+  T c[2][WChunk<T>::M][kWLdC<T>];     // ct chunks, [buffer][(n, k)][w] (swz<kTc != 0> on w)
   T mat[WBuild<T>::kTiles * kMatMax];
 };
 
@@ -125,10 +125,10 @@ __device__ void stage_w_ct_chunk(const WArgs<T>& a, int64_t row0, int nrows, int
 
 // The w_bar kernel's K x 64 block of W_bar[p] (u x w), summed over the (n, k) pairs of the
 // chunks: zero(), multiply(one chunk), visit(f(u, w, value)) with u, w relative to the block.
-template <class T, bool kTc> struct WAcc;
+template <class T, int kTc> struct WAcc;
 
 // fp32: FMAs on a thread tile of 4 channels u {4 tu ..} times TW channels w {TW tw ..}.
-template <> struct WAcc<float, false> {
+template <> struct WAcc<float, 0> {
   static constexpr int NU = Chunk<float>::K / 4, TW = kBN / (kThreads / NU);
   float v[4][TW];
   __device__ void zero() { zero_tile(v); }
@@ -155,14 +155,14 @@ template <> struct WAcc<float, false> {
 
 
 
-// The tensor-core engines (DMMA in fp64, 3xTF32 in fp32 with kTc, which reads both stages
+// The tensor-core engines (DMMA in fp64, 3xTF32 or TF32 in fp32 with kTc, which reads both stages
 // swizzled): warp q owns all K channels u times channels w [16 q, 16 q + 16).
-template <class T> struct WTcAcc {
+template <class T, int kPasses> struct WTcAcc {
   static constexpr bool kSwz = sizeof(T) == 4;
   WarpTiles<T, Chunk<T>::K / 16, 2> tiles;
   __device__ void zero() { tiles.zero(); }
   template <class PA, class PC> __device__ void multiply(PA a, PC c) {
-    tiles.template multiply<WChunk<T>::M>([&](int k, int m) { return a[k][swz<kSwz>(k, m)]; },
+    tiles.template multiply<WChunk<T>::M, kPasses>([&](int k, int m) { return a[k][swz<kSwz>(k, m)]; },
                                           [&](int k, int n) { return c[k][swz<kSwz>(k, n)]; }, 0, 16 * (threadIdx.x / 32));
   }
   template <class F> __device__ void visit(F&& f) const {
@@ -170,14 +170,14 @@ template <class T> struct WTcAcc {
     tiles.visit([&](int u, int w, T v) { f(u, n0 + w, v); });
   }
 };
-template <> struct WAcc<double, false> : WTcAcc<double> {};
-template <> struct WAcc<float, true> : WTcAcc<float> {};
+template <> struct WAcc<double, 0> : WTcAcc<double, 0> {};
+template <int kTc> struct WAcc<float, kTc> : WTcAcc<float, kTc> {};
 
 // The slab's rows go in builds of RB rows (M_p built once per build), each build in chunks of
 // kWm (n, k) pairs. Per chunk: barrier; the next chunk's ct copy is issued; the A chunk is
 // staged; this chunk's copy is waited for; barrier; product. So a ct chunk's load latency
 // hides behind a whole chunk of work, and the barriers per chunk stay two.
-template <class T, int L3, bool kTc>
+template <class T, int L3, int kTc>
 __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows, int64_t u0, int64_t w0, WSmem<T>& s) {
   constexpr int D = 2 * L3 + 1, R = Tile<L3>::R, kWm = WChunk<T>::M;
   constexpr int RB = R * WBuild<T>::kTiles;  // rows per build
@@ -188,7 +188,7 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
   auto build_rows = [&](int64_t r0) { return int(s_rows - r0 < RB ? s_rows - r0 : RB); };
   int L1 = 0, buf = 0, m0 = 0;
   int64_t r0 = 0;
-  if (s_rows > 0) stage_w_ct_chunk<T, L3, kTc>(a, s_row0, build_rows(0), 0, w0, s.c[0]);
+  if (s_rows > 0) stage_w_ct_chunk<T, L3, kTc != 0>(a, s_row0, build_rows(0), 0, w0, s.c[0]);
   cp_async_commit();
   while (r0 < s_rows) {
     const int nrows = build_rows(r0);
@@ -200,7 +200,7 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
       next_r0 = r0 + RB;
     }
     __syncthreads();  // the last product is done with `a` and with c[buf ^ 1]; the last A stage with mat
-    if (next_r0 < s_rows) stage_w_ct_chunk<T, L3, kTc>(a, s_row0 + next_r0, build_rows(next_r0), next_m0, w0, s.c[buf ^ 1]);
+    if (next_r0 < s_rows) stage_w_ct_chunk<T, L3, kTc != 0>(a, s_row0 + next_r0, build_rows(next_r0), next_m0, w0, s.c[buf ^ 1]);
     cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group
     if (m0 == 0) {
       L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {
@@ -209,10 +209,10 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
       __syncthreads();
     }
     switch (L1) {  // the A chunk, with the row's l1 block size known at compile time
-      case 0: stage_w_a_chunk<T, 0, L3, kTc>(a, row0, nrows, m0, u0, s); break;
-      case 1: stage_w_a_chunk<T, 1, L3, kTc>(a, row0, nrows, m0, u0, s); break;
-      case 2: stage_w_a_chunk<T, 2, L3, kTc>(a, row0, nrows, m0, u0, s); break;
-      default: stage_w_a_chunk<T, 3, L3, kTc>(a, row0, nrows, m0, u0, s); break;
+      case 0: stage_w_a_chunk<T, 0, L3, kTc != 0>(a, row0, nrows, m0, u0, s); break;
+      case 1: stage_w_a_chunk<T, 1, L3, kTc != 0>(a, row0, nrows, m0, u0, s); break;
+      case 2: stage_w_a_chunk<T, 2, L3, kTc != 0>(a, row0, nrows, m0, u0, s); break;
+      default: stage_w_a_chunk<T, 3, L3, kTc != 0>(a, row0, nrows, m0, u0, s); break;
     }
     cp_async_wait<1>();  // this chunk's ct copy (all groups but the newest) has landed
     __syncthreads();
@@ -250,7 +250,7 @@ __device__ WPathSlot heavy_first_slot(int o) {
   return out;
 }
 
-template <class T, bool kTc>
+template <class T, int kTc>
 __global__ void __launch_bounds__(kThreads, 4) fc_w_kernel(WArgs<T> a) {
   extern __shared__ __align__(16) unsigned char w_smem[];
   WSmem<T>& s = *reinterpret_cast<WSmem<T>*>(w_smem);
@@ -292,7 +292,7 @@ template <class T> __global__ void fc_slab_sum_kernel(const T* part, T* w_bar, i
 }
 
 
-template <class T, bool kTc> void launch_w(const WArgs<T>& args, dim3 grid, cudaStream_t stream) {
+template <class T, int kTc> void launch_w(const WArgs<T>& args, dim3 grid, cudaStream_t stream) {
   cudaFuncSetAttribute(fc_w_kernel<T, kTc>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(WSmem<T>)));
   fc_w_kernel<T, kTc><<<grid, kThreads, sizeof(WSmem<T>), stream>>>(args);
 }

@@ -26,17 +26,17 @@ template <class T> struct XyArgs {
 constexpr int kCtW = 64;
 
 // Row lengths of the ct and W stages: plain in fp32 (FMA tiles), dmma_ld in fp64 (DMMA blocks).
-// The 3xTF32 engine swizzles the ct block instead (padding it would cost the fourth CTA per SM).
+// The TF32 engines swizzle the ct block instead (padding it would cost the fourth CTA per SM).
 // fp64 tiles hold 64 (n, k) pairs: the resident ct block is then 34 KB instead of 68, and 4 CTAs
 // fit on an SM instead of 2 at 128 registers (80 B of spill; the kernel waits on its per-path
 // phases, and more CTAs hide them). H200, 2026-11-29, fp64 fwd+bwd pipelined: N = 20k 2.978 ->
 // 2.886 ms, N = 1k 0.247 -> 0.221; at 3 CTAs per SM (157 registers, no spill) it was slower, 3.106.
 template <class T> constexpr int kXyBM = sizeof(T) == 8 ? 64 : kBM;
-template <class T, bool kTc> constexpr int kXyLdC = sizeof(T) == 8 ? dmma_ld(kXyBM<T>) : kBM;
-template <class T, bool kTc> constexpr int kXyLdW = sizeof(T) == 8 ? dmma_ld(Chunk<T>::K) : kTc ? tf32_ld(Chunk<T>::K) : Chunk<T>::K;
+template <class T, int kTc> constexpr int kXyLdC = sizeof(T) == 8 ? dmma_ld(kXyBM<T>) : kBM;
+template <class T, int kTc> constexpr int kXyLdW = sizeof(T) == 8 ? dmma_ld(Chunk<T>::K) : kTc ? tf32_ld(Chunk<T>::K) : Chunk<T>::K;
 
-template <class T, bool kTc> struct XySmem {
-  T c[kCtW][kXyLdC<T, kTc>];         // ct block, [w][(n, k)] (swz<kTc> on (n, k))
+template <class T, int kTc> struct XySmem {
+  T c[kCtW][kXyLdC<T, kTc>];         // ct block, [w][(n, k)] (swz<kTc != 0> on (n, k))
   union {
     T wt[kCtW][kXyLdW<T, kTc>];    // W block, [w][u], during a product
     T g[Chunk<T>::K][kXyBM<T> + kPad];  // G chunk, [u][(n, k)], once the product is done
@@ -47,14 +47,14 @@ template <class T, bool kTc> struct XySmem {
 
 // The x/y kernel's G chunk, G[(n, k), u] = sum_w ct[(n, k), w] W[u, w] over 64-channel blocks
 // of w, 128 (n, k) x K u: zero(), multiply(one block), store(into g[u][(n, k)]).
-template <class T, bool kTc> struct XyAcc;
+template <class T, int kTc> struct XyAcc;
 
 // fp32: FMAs on a thread tile of 8 (n, k) rows as in the forward times K / 8 = 4 channels u.
-template <> struct XyAcc<float, false> {
+template <> struct XyAcc<float, 0> {
   static constexpr int TU = Chunk<float>::K / 8;
   float v[8][TU];
   __device__ void zero() { zero_tile(v); }
-  __device__ void multiply(const float (*c)[kXyLdC<float, false>], const float (*wt)[kXyLdW<float, false>]) {
+  __device__ void multiply(const float (*c)[kXyLdC<float, 0>], const float (*wt)[kXyLdW<float, 0>]) {
     const int tm = threadIdx.x % 16, tu = threadIdx.x / 16;
 #pragma unroll 8
     for (int ww = 0; ww < kCtW; ++ww) {
@@ -79,14 +79,14 @@ template <> struct XyAcc<float, false> {
 
 
 
-// The tensor-core engines (DMMA in fp64, 3xTF32 in fp32 with kTc, which reads the swizzled ct
+// The tensor-core engines (DMMA in fp64, 3xTF32 or TF32 in fp32 with kTc, which reads the swizzled ct
 // block): warp q owns (n, k) rows [q BM / 4, (q + 1) BM / 4) times all K channels u.
-template <class T> struct XyTcAcc {
+template <class T, int kPasses> struct XyTcAcc {
   static constexpr int kRows = kXyBM<T> / 4;  // per warp
   WarpTiles<T, kRows / 16, Chunk<T>::K / 8> tiles;
   __device__ void zero() { tiles.zero(); }
   template <class PC, class PW> __device__ void multiply(PC c, PW wt) {
-    tiles.template multiply<kCtW>([&](int k, int m) { return c[k][swz<sizeof(T) == 4>(k, m)]; },
+    tiles.template multiply<kCtW, kPasses>([&](int k, int m) { return c[k][swz<sizeof(T) == 4>(k, m)]; },
                                   [&](int k, int n) { return wt[k][n]; }, kRows * (threadIdx.x / 32), 0);
   }
   __device__ void store(T (*g)[kXyBM<T> + kPad]) const {
@@ -94,8 +94,8 @@ template <class T> struct XyTcAcc {
     tiles.visit([&](int m, int u, T v) { g[u][m0 + m] = v; });
   }
 };
-template <> struct XyAcc<double, false> : XyTcAcc<double> {};
-template <> struct XyAcc<float, true> : XyTcAcc<float> {};
+template <> struct XyAcc<double, 0> : XyTcAcc<double, 0> {};
+template <int kTc> struct XyAcc<float, kTc> : XyTcAcc<float, kTc> {};
 
 // W_p's block u in [u0, u0 + K), w in [wb0, wb0 + kCtW) into wt[w][u] (zeros outside C_in x
 // C_out). Lanes run over u, so the transposed stores are conflict-free (with lanes over w, as
@@ -154,7 +154,7 @@ __device__ void stage_ct_block(const T* ctt, const TileRef& t, int64_t c_out, in
 // one launch per l3, adding in stream order, each launch's CTA count at N = 1k was under one
 // wave, and the four launches took 4x one CTA's latency: ncu, H200, N = 1k, 0.444 -> 0.132 ms
 // (fp32); fwd+bwd pipelined 0.380 -> 0.165 ms at N = 1k and 1.83 -> 1.67 at N = 20k.)
-template <class T, int L3, bool kTc>
+template <class T, int L3, int kTc>
 __device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T, kTc>& s) {
   constexpr int D = 2 * L3 + 1, R = Tile<L3, kXyBM<T>>::R, BK = Chunk<T>::K;
   const int tid = threadIdx.x;
@@ -188,7 +188,7 @@ __device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T, kTc>& s)
       acc.zero();
       for (int64_t wb0 = 0; wb0 < c_out; wb0 += kCtW) {
         __syncthreads();  // the previous block's readers of s.wt (and of s.c, s.g) are done
-        if (!ct_resident || (pi == 0 && u0 == 0)) stage_ct_block<T, L3, kTc>(a.ctt, t, c_out, wb0, s.c);
+        if (!ct_resident || (pi == 0 && u0 == 0)) stage_ct_block<T, L3, kTc != 0>(a.ctt, t, c_out, wb0, s.c);
         stage_w_block<T>(wp, c_in, c_out, u0, wb0, s.wt);
         __syncthreads();
         acc.multiply(s.c, s.wt);  // the whole 64-channel block (zeros past C_out in both operands)
@@ -270,7 +270,7 @@ __device__ void xy_tile(const XyArgs<T>& a, const TileRef& t, XySmem<T, kTc>& s)
   }
 }
 
-template <class T, bool kTc>
+template <class T, int kTc>
 __global__ void __launch_bounds__(kThreads, 4) fc_xy_kernel(XyArgs<T> a, TileMap map) {
   extern __shared__ __align__(16) unsigned char xy_smem[];
   XySmem<T, kTc>& s = *reinterpret_cast<XySmem<T, kTc>*>(xy_smem);
@@ -298,7 +298,7 @@ __global__ void fc_xy_sum_kernel(T* x_bar, const T* x_part, int64_t nx, T* y_bar
 }
 
 
-template <class T, bool kTc> void launch_xy(const XyArgs<T>& args, const TileMap& map, cudaStream_t stream) {
+template <class T, int kTc> void launch_xy(const XyArgs<T>& args, const TileMap& map, cudaStream_t stream) {
   // over the 48 KB default: opt in (per device, so on every launch; it is not a stream op)
   cudaFuncSetAttribute(fc_xy_kernel<T, kTc>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sizeof(XySmem<T, kTc>)));
   fc_xy_kernel<T, kTc><<<unsigned(map.start[4]), kThreads, sizeof(XySmem<T, kTc>), stream>>>(args, map);

@@ -1,5 +1,8 @@
-// float32 matrix products on the tensor cores with float32-level accuracy ("3xTF32"), the FC
-// kernels' opt-in fp32 engine (tensor_product(..., precision="tf32x3")).
+// float32 matrix products on the tensor cores, the FC kernels' opt-in fp32 engines:
+// tensor_product(..., precision="tf32x3") with float32-level accuracy ("3xTF32", three products
+// per operand pair), and precision="tf32" with TF32's (one product of the operands rounded to 10
+// mantissa bits, relative errors near 2^-11 per product: the precision JAX's default float32 dot
+// gets on these cards).
 //
 // Each operand x is split into big = tf32(x) (10 explicit mantissa bits) and small = x - big (of
 // which the tensor cores use the next 10 or 11 bits), and a b is taken as big_a big_b + big_a
@@ -51,11 +54,13 @@ __device__ __forceinline__ void mma_tf32_16x8x8(float (&d)[4], uint32_t a0, uint
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// A warp's block of FM * 16 rows x FN * 8 columns at (m0, n0): acc += A B over k in [0, K) in
-// 3xTF32. acc[i][j][e] is C[m0 + 16 i + g + 8 (e / 2)][n0 + 8 j + 2 t + e % 2] (dmma_row and
-// dmma_col in dmma.cuh give the same map). a(k, m) and b(k, n) read the shared-memory stages.
-template <int FM, int FN, int K, class A, class B>
-__device__ __forceinline__ void tf32x3_block(A&& a, B&& b, int m0, int n0, float (&acc)[FM][FN][4]) {
+// A warp's block of FM * 16 rows x FN * 8 columns at (m0, n0): acc += A B over k in [0, K), in
+// kPasses = 3 (3xTF32) or 1 (TF32: the big parts only) tensor-core products per operand pair.
+// acc[i][j][e] is C[m0 + 16 i + g + 8 (e / 2)][n0 + 8 j + 2 t + e % 2] (dmma_row and dmma_col
+// in dmma.cuh give the same map). a(k, m) and b(k, n) read the shared-memory stages.
+template <int kPasses, int FM, int FN, int K, class A, class B>
+__device__ __forceinline__ void tf32_block(A&& a, B&& b, int m0, int n0, float (&acc)[FM][FN][4]) {
+  static_assert(kPasses == 1 || kPasses == 3, "TF32 (1 pass) or 3xTF32 (3 passes)");
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 #pragma unroll 2
   for (int k = 0; k < K; k += 8) {
@@ -73,9 +78,12 @@ __device__ __forceinline__ void tf32x3_block(A&& a, B&& b, int m0, int n0, float
       const int n = n0 + 8 * j + g;
       const Tf32Split b0 = tf32_split(b(k + t, n)), b1 = tf32_split(b(k + t + 4, n));
 #pragma unroll
-      for (int i = 0; i < FM; ++i) {  // the small terms first, then the big one
-        mma_tf32_16x8x8(acc[i][j], av[i][0].small, av[i][1].small, av[i][2].small, av[i][3].small, b0.big, b1.big);
-        mma_tf32_16x8x8(acc[i][j], av[i][0].big, av[i][1].big, av[i][2].big, av[i][3].big, b0.small, b1.small);
+      for (int i = 0; i < FM; ++i) {
+        if constexpr (kPasses == 3) {  // the small terms first, then the big one
+          mma_tf32_16x8x8(acc[i][j], av[i][0].small, av[i][1].small, av[i][2].small, av[i][3].small, b0.big, b1.big);
+          mma_tf32_16x8x8(acc[i][j], av[i][0].big, av[i][1].big, av[i][2].big, av[i][3].big, b0.small, b1.small);
+        }
+        // with one pass the small parts are dead code, and only the rounding add remains
         mma_tf32_16x8x8(acc[i][j], av[i][0].big, av[i][1].big, av[i][2].big, av[i][3].big, b0.big, b1.big);
       }
     }

@@ -1,5 +1,5 @@
-// A warp's accumulator block on the tensor cores, for either engine: DMMA in float64
-// (dmma.cuh), 3xTF32 in float32 (tf32x3.cuh). Both use the same 16 x 8 tile map, so the FC
+// A warp's accumulator block on the tensor cores, for every engine: DMMA in float64
+// (dmma.cuh), 3xTF32 or TF32 in float32 (tf32x3.cuh). Both use the same 16 x 8 tile map, so the FC
 // kernels' accumulators hold one WarpTiles each and differ only in how their stages are read.
 #pragma once
 #include "cuda/dmma.cuh"
@@ -21,9 +21,10 @@ template <class T, int FM, int FN> struct WarpTiles {
   }
 
   // v += A B over k in [0, K) for the block at (m0, n0); a(k, m), b(k, n) read the stages.
-  template <int K, class A, class B> __device__ __forceinline__ void multiply(A&& a, B&& b, int m0, int n0) {
+  // kPasses (float32 only): 3 for 3xTF32, 1 for TF32.
+  template <int K, int kPasses, class A, class B> __device__ __forceinline__ void multiply(A&& a, B&& b, int m0, int n0) {
     if constexpr (sizeof(T) == 8) dmma_block<FM, FN, K>(a, b, m0, n0, v);
-    else tf32x3_block<FM, FN, K>(a, b, m0, n0, v);
+    else tf32_block<kPasses, FM, FN, K>(a, b, m0, n0, v);
   }
 
   // f(row, col, value) for every element.
