@@ -279,6 +279,15 @@ def test_gpu_matches_cpu(rng, dtype, filt, irreps):
 
 
 @requires_gpu
+@pytest.mark.parametrize("filt", ["0e+0o+1e+1o+2e+2o+3e+3o", "0e+1o+2e+3o"])
+def test_gpu_matches_cpu_sparse(rng, filt):
+    """Fewer than 24 edges per receiver (10 here): the fp32 dPhi/dY-only backward takes its
+    direct kernel, where the denser graph of test_gpu_matches_cpu (25 per receiver) takes the
+    edge-pair kernel (bwd_y_pairs_pay in conv_cuda.cu)."""
+    gpu_vs_cpu(rng, np.float32, filt, IRREPS, e=600)
+
+
+@requires_gpu
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_gpu_matches_cpu_masked_paths(rng, dtype):
     """Runs whose paths are neither all nor the even set (unnatural parities under MACE's filter
@@ -287,8 +296,8 @@ def test_gpu_matches_cpu_masked_paths(rng, dtype):
     gpu_vs_cpu(rng, dtype, "0e+1o+2e+3o", "33x0o+33x1e+32x2o+32x3e")
 
 
-def gpu_vs_cpu(rng, dtype, filt, irreps):
-    n, e = 60, 1500
+def gpu_vs_cpu(rng, dtype, filt, irreps, e=1500):
+    n = 60
     x, vec, w, snd, rcv, _ = problem(rng, n=n, e=e, dtype=dtype, filt=filt, irreps=irreps, pad=True)
     rcv = rcv.at[3:303].set(0)
     snd = snd.at[303:603].set(1)

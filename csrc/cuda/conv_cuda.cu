@@ -295,6 +295,19 @@ __global__ void __launch_bounds__(32 * kWarps, sizeof(T) == 4 && L3MAX == kConvL
 // w_bar alone (its tangent-mode second half). A fixed set drops the other results' code and
 // registers (weights, x_bar and y_part accumulators).
 constexpr int kWantW = 1, kWantX = 2, kWantY = 4, kWantAny = 0;
+// Added to kWantY: the fp32 dPhi/dY-only kernel takes its edges in pairs (body_y_pairs). A
+// separate kernel, chosen per call (bwd_y_pairs_pay), not a branch inside one kernel: with both
+// bodies in one kernel (484 KB of code) W2s's double backward ran 21% slower (H200, 2026-11-29).
+constexpr int kWantPairs = 8;
+
+// The pairs pay where receivers have many edges: the double backward ran 1.3-3% faster at W2
+// (30 edges per receiver) and 7.5% slower at W2s (20 per receiver; H200, 2026-11-29), through
+// per-warp fixed costs (staging the cotangent values, a wasted half pair on odd tiles). The
+// crossover between 20 and 30 was not measured; 24 splits the two.
+constexpr int64_t kPairsMinMeanEdges = 24;
+inline bool bwd_y_pairs_pay(int64_t edges, int64_t receivers) {
+  return edges >= kPairsMinMeanEdges * receivers;
+}
 
 template <class T, int kWant> struct BwdRcvRun {
   const ConvArgs<T>& a;
@@ -307,8 +320,8 @@ template <class T, int kWant> struct BwdRcvRun {
   SumRows<T>& sum_rows;  // warp_sum16's rows (one per warp; a size-1 dummy where y_part is not wanted)
   T* o_rows;             // body_y_pairs' cotangent values, [value][lane] (else a dummy)
 
-  // dPhi/dY alone, fp32, l_out <= 3: edges in pairs (body_y_pairs)
-  static constexpr bool kPairs = kWant == kWantY && sizeof(T) == 4;
+  // dPhi/dY alone, fp32, l_out <= 3, where the call asks for pairs (body_y_pairs)
+  static constexpr bool kPairs = kWant == (kWantY | kWantPairs) && sizeof(T) == 4;
 
   // kSet: with the wanted set fixed, a run whose paths are one of the fixed path sets (all, or
   // the parity-filtered even set) takes a variant with that set fixed at compile time, so the
@@ -473,7 +486,7 @@ template <class T, int kWant> struct BwdRcvRun {
 // variants fit 128 registers in fp32 (44 B and none spilled with the prefetch), so 4 blocks (16
 // warps) per SM.
 template <class T, int kWant> constexpr int rcv_min_blocks() {
-  return sizeof(T) != 4 ? 1 : (kWant == kWantW || kWant == kWantY) ? 4 : 3;
+  return sizeof(T) != 4 ? 1 : (kWant == kWantW || (kWant & ~kWantPairs) == kWantY) ? 4 : 3;
 }
 
 template <class T, int L3MAX, int kWant>
@@ -617,7 +630,14 @@ ffi::Error ConvBwdCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v, 
     const int want = (a.w_bar ? kWantW : 0) | (a.x_part ? kWantX : 0) | (part ? kWantY : 0);
     const auto launch = [&](auto kernel) { kernel<<<grid, 32 * kWarps, 0, stream>>>(a, int(blocks), part); };
     if (small && want == kWantW) launch(conv_bwd_rcv_kernel<T, kConvL3Small, kWantW>);
-    else if (small && want == kWantY) launch(conv_bwd_rcv_kernel<T, kConvL3Small, kWantY>);
+    else if (small && want == kWantY) {
+      if constexpr (sizeof(T) == 4) {
+        if (bwd_y_pairs_pay(ne, no)) launch(conv_bwd_rcv_kernel<T, kConvL3Small, kWantY | kWantPairs>);
+        else launch(conv_bwd_rcv_kernel<T, kConvL3Small, kWantY>);
+      } else {
+        launch(conv_bwd_rcv_kernel<T, kConvL3Small, kWantY>);
+      }
+    }
     else if (small && want == (kWantW | kWantX | kWantY)) launch(conv_bwd_rcv_kernel<T, kConvL3Small, kWantW | kWantX | kWantY>);
     else if (small) launch(conv_bwd_rcv_kernel<T, kConvL3Small, kWantAny>);
     else launch(conv_bwd_rcv_kernel<T, 6, kWantAny>);
