@@ -31,18 +31,19 @@
 namespace bj {
 namespace {
 
-// f(kTc) with kTc a std::integral_constant<int, passes>: the FFI attribute tf32_passes (fc.py,
-// from precision) selects the float32 engine: 0 FMA thread tiles, 1 TF32, 3 3xTF32 on the tensor
-// cores. float64 always runs DMMA (kTc 0, so no fp64 TF32 kernels are instantiated).
-template <class T, class F> ffi::Error with_engine(int64_t tf32_passes, F&& f) {
-  if (tf32_passes != 0 && tf32_passes != 1 && tf32_passes != 3)
-    return ffi::Error::InvalidArgument("tensor_product: tf32_passes must be 0, 1 or 3");
+// The FFI attribute tf32_passes (fc.py, from precision): 0, or the float32 engine's tensor-core
+// passes, 1 (TF32) or 3 (3xTF32).
+bool valid_tf32_passes(int64_t passes) { return passes == 0 || passes == 1 || passes == 3; }
+
+// f(kTc) with kTc a std::integral_constant<int, passes> for a valid tf32_passes: 0 FMA thread
+// tiles, 1 TF32, 3 3xTF32 in float32; float64 always runs DMMA (kTc 0, so no fp64 TF32 kernels
+// are instantiated).
+template <class T, class F> void with_engine(int64_t tf32_passes, F&& f) {
   if constexpr (sizeof(T) == 4) {
-    if (tf32_passes == 1) return f(std::integral_constant<int, 1>{}), ffi::Error::Success();
-    if (tf32_passes == 3) return f(std::integral_constant<int, 3>{}), ffi::Error::Success();
+    if (tf32_passes == 1) return f(std::integral_constant<int, 1>{});
+    if (tf32_passes == 3) return f(std::integral_constant<int, 3>{});
   }
   f(std::integral_constant<int, 0>{});
-  return ffi::Error::Success();
 }
 
 ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::AnyBuffer w,
@@ -50,6 +51,7 @@ ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::
                   int64_t public_out, int64_t tf32_passes) {
   FcDims d;
   if (auto err = fc_check(x, y, w, *out, c_in, c_out, groups, &d); !err.success()) return err;
+  if (!valid_tf32_passes(tf32_passes)) return ffi::Error::InvalidArgument("tensor_product: tf32_passes must be 0, 1 or 3");
   return dispatch_float(out->element_type(), "tensor_product", [&](auto tag) {
     using T = decltype(tag);
     if (d.n == 0 || c_out == 0) return ffi::Error::Success();
@@ -60,9 +62,7 @@ ffi::Error FcCuda(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer y, ffi::
     const FwdArgs<T> args{x.typed_data<T>(), y.typed_data<T>(), w.typed_data<T>(), out->typed_data<T>(), d};
     if (!public_out && c_out % 4 != 0)  // the component-major (BN = 64) kernel has no scalar stores
       return ffi::Error::InvalidArgument("tensor_product: public_out must be set when C_out % 4 != 0");
-    if (auto err = with_engine<T>(tf32_passes, [&](auto tc) { launch_fwd<T, decltype(tc)::value>(args, public_out != 0, stream); });
-        !err.success())
-      return err;
+    with_engine<T>(tf32_passes, [&](auto tc) { launch_fwd<T, decltype(tc)::value>(args, public_out != 0, stream); });
     return cuda_status("tensor_product");
   });
 }
@@ -75,6 +75,8 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
   if (auto err = fc_check_bwd(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *scratch, c_in, c_out, groups, slabs, &d);
       !err.success())
     return err;
+  if (!valid_tf32_passes(tf32_passes))
+    return ffi::Error::InvalidArgument("tensor_product backward: tf32_passes must be 0, 1 or 3");
   return dispatch_float(ctt.element_type(), "tensor_product backward", [&](auto tag) {
     using T = decltype(tag);
     const FcBwdBuffers<T> b(xt, y, w, ctt, *x_bar, *y_bar, *w_bar, *scratch, d, slabs);
@@ -87,9 +89,7 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
     if (b.x_bart || b.y_bar) {
       const XyArgs<T> args{b.xt, b.y, b.w, b.ctt, b.x_bart, b.y_bar, b.x_part, b.y_part, d};
       const TileMap map = tile_map(d, kXyBM<T>);  // l3 = 3 first (the heaviest tiles)
-      if (auto err = with_engine<T>(tf32_passes, [&](auto tc) { launch_xy<T, decltype(tc)::value>(args, map, stream); });
-          !err.success())
-        return err;
+      with_engine<T>(tf32_passes, [&](auto tc) { launch_xy<T, decltype(tc)::value>(args, map, stream); });
       const int64_t nx = b.x_bart ? d.n * 16 * c_in : 0, ny = b.y_bar ? d.n * 16 : 0;
       const unsigned blocks = grid_for(nx + ny, 256), cap = unsigned(8 * sm_count());
       fc_xy_sum_kernel<T><<<blocks < cap ? blocks : cap, 256, 0, stream>>>(b.x_bart, b.x_part, nx, b.y_bar, b.y_part, ny);
@@ -100,9 +100,7 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
       const int64_t slab_rows = (d.rows_per_group + used - 1) / used;
       const WArgs<T> args{b.xt, b.y, b.ctt, b.w_part, d, used, slab_rows};
       const dim3 grid(unsigned(groups * used * kSeedPaths), gy, gz);
-      if (auto err = with_engine<T>(tf32_passes, [&](auto tc) { launch_w<T, decltype(tc)::value>(args, grid, stream); });
-          !err.success())
-        return err;
+      with_engine<T>(tf32_passes, [&](auto tc) { launch_w<T, decltype(tc)::value>(args, grid, stream); });
       const int64_t size = d.w_size();
       fc_slab_sum_kernel<T><<<grid_for(groups * size, 256), 256, 0, stream>>>(b.w_part, b.w_bar, groups, used, size);
     }

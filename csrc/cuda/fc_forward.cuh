@@ -204,15 +204,15 @@ template <int BN> struct FwdAcc<float, BN, 0> {
 
 
 
-// The tensor-core engines (DMMA in fp64, 3xTF32 or TF32 in fp32 with kTc; warp_tiles.cuh): warp q owns
-// (n, k) rows [32 q, 32 q + 32) times all BN channels.
+// The tensor-core engines (DMMA in fp64, 3xTF32 or TF32 in fp32 with kTc; warp_tiles.cuh): warp
+// q owns (n, k) rows [32 q, 32 q + 32) times all BN channels.
 template <class T, int BN, int kPasses> struct FwdTcAcc {
   static constexpr int kRun = 2;
   WarpTiles<T, 2, BN / 8> tiles;
   __device__ void zero() { tiles.zero(); }
   template <class PA, class PB> __device__ void multiply(PA a, PB b) {
-    tiles.template multiply<Chunk<T>::K, kPasses>([&](int k, int m) { return a[k][m]; }, [&](int k, int n) { return b[k][n]; },
-                                         32 * (threadIdx.x / 32), 0);
+    tiles.template multiply<Chunk<T>::K, kPasses>([&](int k, int m) { return a[k][m]; },
+                                                  [&](int k, int n) { return b[k][n]; }, 32 * (threadIdx.x / 32), 0);
   }
   template <class F> __device__ void visit_runs(F&& f) const {
     const int m0 = 32 * (threadIdx.x / 32);

@@ -155,7 +155,7 @@ template <> struct WAcc<float, 0> {
 
 
 
-// The tensor-core engines (DMMA in fp64, 3xTF32 or TF32 in fp32 with kTc, which reads both stages
+// The tensor-core engines (DMMA in fp64, 3xTF32 or TF32 in fp32 with kTc, which read both stages
 // swizzled): warp q owns all K channels u times channels w [16 q, 16 q + 16).
 template <class T, int kPasses> struct WTcAcc {
   static constexpr bool kSwz = sizeof(T) == 4;
@@ -163,7 +163,8 @@ template <class T, int kPasses> struct WTcAcc {
   __device__ void zero() { tiles.zero(); }
   template <class PA, class PC> __device__ void multiply(PA a, PC c) {
     tiles.template multiply<WChunk<T>::M, kPasses>([&](int k, int m) { return a[k][swz<kSwz>(k, m)]; },
-                                          [&](int k, int n) { return c[k][swz<kSwz>(k, n)]; }, 0, 16 * (threadIdx.x / 32));
+                                                   [&](int k, int n) { return c[k][swz<kSwz>(k, n)]; }, 0,
+                                                   16 * (threadIdx.x / 32));
   }
   template <class F> __device__ void visit(F&& f) const {
     const int n0 = 16 * (threadIdx.x / 32);
@@ -200,7 +201,8 @@ __device__ void w_path(const WArgs<T>& a, int pi, int64_t s_row0, int64_t s_rows
       next_r0 = r0 + RB;
     }
     __syncthreads();  // the last product is done with `a` and with c[buf ^ 1]; the last A stage with mat
-    if (next_r0 < s_rows) stage_w_ct_chunk<T, L3, kTc != 0>(a, s_row0 + next_r0, build_rows(next_r0), next_m0, w0, s.c[buf ^ 1]);
+    if (next_r0 < s_rows)
+      stage_w_ct_chunk<T, L3, kTc != 0>(a, s_row0 + next_r0, build_rows(next_r0), next_m0, w0, s.c[buf ^ 1]);
     cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group
     if (m0 == 0) {
       L1 = with_fc_path<L3>(pi, [&](auto l1, auto l2, auto) {

@@ -79,15 +79,15 @@ template <> struct XyAcc<float, 0> {
 
 
 
-// The tensor-core engines (DMMA in fp64, 3xTF32 or TF32 in fp32 with kTc, which reads the swizzled ct
-// block): warp q owns (n, k) rows [q BM / 4, (q + 1) BM / 4) times all K channels u.
+// The tensor-core engines (DMMA in fp64, 3xTF32 or TF32 in fp32 with kTc, which read the
+// swizzled ct block): warp q owns (n, k) rows [q BM / 4, (q + 1) BM / 4) times all K channels u.
 template <class T, int kPasses> struct XyTcAcc {
   static constexpr int kRows = kXyBM<T> / 4;  // per warp
   WarpTiles<T, kRows / 16, Chunk<T>::K / 8> tiles;
   __device__ void zero() { tiles.zero(); }
   template <class PC, class PW> __device__ void multiply(PC c, PW wt) {
     tiles.template multiply<kCtW, kPasses>([&](int k, int m) { return c[k][swz<sizeof(T) == 4>(k, m)]; },
-                                  [&](int k, int n) { return wt[k][n]; }, kRows * (threadIdx.x / 32), 0);
+                                           [&](int k, int n) { return wt[k][n]; }, kRows * (threadIdx.x / 32), 0);
   }
   __device__ void store(T (*g)[kXyBM<T> + kPad]) const {
     const int m0 = kRows * (threadIdx.x / 32);
