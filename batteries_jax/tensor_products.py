@@ -60,8 +60,9 @@ def tensor_product(x, y, weights, *, precision="highest"):
       gradient summed over 48k terms; the FMA path is at a few 1e-7).
     * ``"tf32"``: the channel contractions on the tensor cores in TF32 (operands rounded to 10
       mantissa bits, one product), forward and every derivative: the precision of JAX's
-      default float32 matmuls on these GPUs, errors near 1e-3 of the output's scale, for
-      training where that is acceptable.
+      default float32 matmuls on these GPUs (H200: 3.0e-4 of max |out| on the forward, the
+      same as a float32 ``jnp.dot`` at ``Precision.DEFAULT``), for training where that is
+      acceptable.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
