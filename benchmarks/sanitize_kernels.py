@@ -41,11 +41,11 @@ def conv_sh_and_simple_kernels(dtype):
     """Message passing (with padding indices), harmonics, the simple and fused SH-TP products."""
     # a parity filter (runs miss paths), every path with l_out <= 3 (the compile-time path-set
     # variants) and no filter (l_out up to 6)
-    # n, e: 8 edges per receiver, and 33 for the first two filters (fp32's dPhi/dY-only backward
-    # takes its edge-pair kernel from 24 per receiver on)
-    for irreps, filt, n in (("40x0e+33x1o+8x2e+3x3o", "0e+1o+2e+3o", 50), ("40x0e+33x1o+8x2e+3x3o", "0e+1o+2e+3o", 12),
-                            ("40x0e+33x1o+8x2e+3x3o", "0e+0o+1e+1o+2e+2o+3e+3o", 50),
-                            ("40x0e+33x1o+8x2e+3x3o", "0e+0o+1e+1o+2e+2o+3e+3o", 12), ("2x0e+2x1o+1x2e+1x3o", None, 50)):
+    # n, e: 8 edges per receiver (n = 50) for every filter, and 33 (n = 12) for the two filters
+    # (fp32's dPhi/dY-only backward takes its edge-pair kernel from 24 per receiver on)
+    filters = ("0e+1o+2e+3o", "0e+0o+1e+1o+2e+2o+3e+3o")
+    cases = [("40x0e+33x1o+8x2e+3x3o", filt, n) for filt in filters for n in (50, 12)]
+    for irreps, filt, n in cases + [("2x0e+2x1o+1x2e+1x3o", None, 50)]:
         e = 400
         snd = rng.integers(-2, n + 2, e)
         rcv = rng.integers(-2, n + 2, e)
