@@ -339,6 +339,23 @@ template <class T, int kWant> struct BwdRcvRun {
     else body_direct<L1, L3MAX, kSet>();
   }
 
+  // The receiver's edges, a tile of up to 32 at a time (load_tile), with the loads of each tile's
+  // first edges prefetched; edges(n) then runs over the tile's n edges. Every lane walks every
+  // tile, active or not: the bodies' warp sums need the whole warp. (The forward has its own
+  // walk, which lets inactive lanes skip it.)
+  template <int L1, int L3MAX, int kSet, class Edges>
+  __device__ __forceinline__ void walk_tiles(int64_t x_at, const RunSlots<L1, L3MAX>& rs, bool active, bool read_x,
+                                             bool read_w, Edges&& edges) const {
+    int64_t beg, end;
+    segment(a, r, &beg, &end);
+    for (int64_t t0 = beg; t0 < end; t0 += 32) {
+      const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.rcv, r, a.snd, a.nx);
+      if (active)
+        for (int t = 1; t < min(kPrefetchAhead, n); ++t) prefetch_edge<T, L1, L3MAX, kSet>(a, tile, t, x_at, rs, read_x, read_w);
+      edges(n);
+    }
+  }
+
   // dPhi/dY alone (forces, and force training's first half), l_out <= 3: edges in pairs, each
   // path's T_ij = sum_k C_ijk o_k built once for both (UvuTerm::y2). Per lane and edge at l1 = 3
   // that is 418 multiply-adds instead of 548 (T's 260 shared by two edges).
@@ -359,12 +376,7 @@ template <class T, int kWant> struct BwdRcvRun {
     }
     const volatile T* oc = o_rows + lane;
     const int64_t x_at = rn.x_off() + int64_t(u) * rn.x_su();
-    int64_t beg, end;
-    segment(a, r, &beg, &end);
-    for (int64_t t0 = beg; t0 < end; t0 += 32) {
-      const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.rcv, r, a.snd, a.nx);
-      if (active)
-        for (int t = 1; t < min(kPrefetchAhead, n); ++t) prefetch_edge<T, L1, L3MAX, kSet>(a, tile, t, x_at, rs, true, true);
+    walk_tiles<L1, L3MAX, kSet>(x_at, rs, active, true, true, [&](int n) {
       for (int t = 0; t < n; t += 2) {
         const bool two = t + 1 < n;  // the same for the whole warp
         const int t1 = two ? t + 1 : t;  // a lone last edge is computed twice, its copy dropped
@@ -403,7 +415,7 @@ template <class T, int kWant> struct BwdRcvRun {
         const T s1 = warp_sum16(yb1, sum_rows);
         if ((lane & 1) == 0) y_part[(int64_t(tile.e[t1]) * blocks + b) * 16 + (lane >> 1)] = s1;
       }
-    }
+    });
   }
 
   template <int L1, int L3MAX, int kSet> __device__ __forceinline__ void body_direct() const {
@@ -420,12 +432,7 @@ template <class T, int kWant> struct BwdRcvRun {
     T c[conv_acc_size(L1, L3MAX)];
     load_paths_o<T, L1, L3MAX, kSet>(rn, scale, active ? u : 0, a.ct + r * a.o_w, c);  // scaled
     const int64_t x_at = rn.x_off() + int64_t(u) * rn.x_su();
-    int64_t beg, end;
-    segment(a, r, &beg, &end);
-    for (int64_t t0 = beg; t0 < end; t0 += 32) {
-      const int n = load_tile(a, tile, t0, int(min(int64_t(32), end - t0)), a.rcv, r, a.snd, a.nx);
-      if (active)
-        for (int t = 1; t < min(kPrefetchAhead, n); ++t) prefetch_edge<T, L1, L3MAX, kSet>(a, tile, t, x_at, rs, read_x, read_w);
+    walk_tiles<L1, L3MAX, kSet>(x_at, rs, active, read_x, read_w, [&](int n) {
       for (int t = 0; t < n; ++t) {
         if (active && t + kPrefetchAhead < n) prefetch_edge<T, L1, L3MAX, kSet>(a, tile, t + kPrefetchAhead, x_at, rs, read_x, read_w);
         const int64_t e = tile.e[t];
@@ -476,7 +483,7 @@ template <class T, int kWant> struct BwdRcvRun {
         const T sum = warp_sum16(yb, sum_rows);
         if ((lane & 1) == 0) y_part[(e * blocks + b) * 16 + (lane >> 1)] = sum;
       }
-    }
+    });
   }
 };
 
