@@ -21,6 +21,7 @@
 // The kernels live in fc_common.cuh (shared parts), fc_forward.cuh, fc_xy.cuh and fc_wbar.cuh.
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <type_traits>
 
 #include "cuda/fc_common.cuh"
@@ -33,6 +34,9 @@ namespace {
 
 // The FFI attribute tf32_passes (fc.py, from precision): 0, or the float32 engine's tensor-core
 // passes, 1 (TF32) or 3 (3xTF32).
+// Null (an absent result) counts as aligned.
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 bool valid_tf32_passes(int64_t passes) { return passes == 0 || passes == 1 || passes == 3; }
 
 // f(kTc) with kTc a std::integral_constant<int, passes> for a valid tf32_passes: 0 FMA thread
@@ -91,8 +95,13 @@ ffi::Error FcBwdCuda(cudaStream_t stream, ffi::AnyBuffer xt, ffi::AnyBuffer y, f
       const TileMap map = tile_map(d, kXyBM<T>);  // l3 = 3 first (the heaviest tiles)
       with_engine<T>(tf32_passes, [&](auto tc) { launch_xy<T, decltype(tc)::value>(args, map, stream); });
       const int64_t nx = b.x_bart ? d.n * 16 * c_in : 0, ny = b.y_bar ? d.n * 16 : 0;
-      const unsigned blocks = grid_for(nx + ny, 256), cap = unsigned(8 * sm_count());
-      fc_xy_sum_kernel<T><<<blocks < cap ? blocks : cap, 256, 0, stream>>>(b.x_bart, b.x_part, nx, b.y_bar, b.y_part, ny);
+      constexpr int V = 16 / sizeof(T);
+      const bool vec = aligned16(b.x_bart) && aligned16(b.x_part) && aligned16(b.y_bar) && aligned16(b.y_part);
+      const unsigned blocks = grid_for((nx + ny) / (vec ? V : 1), 256), cap = unsigned(32 * sm_count());
+      if (vec)
+        fc_xy_sum_kernel<T, V><<<blocks < cap ? blocks : cap, 256, 0, stream>>>(b.x_bart, b.x_part, nx, b.y_bar, b.y_part, ny);
+      else
+        fc_xy_sum_kernel<T, 1><<<blocks < cap ? blocks : cap, 256, 0, stream>>>(b.x_bart, b.x_part, nx, b.y_bar, b.y_part, ny);
     }
     if (b.w_bar) {
       const unsigned gy = grid_for(c_in, Chunk<T>::K), gz = grid_for(c_out, kBN);

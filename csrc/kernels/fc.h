@@ -68,11 +68,14 @@ struct FcDims {
 struct FcScratchLayout {
   int64_t w_part, x_part, y_part, size;  // element offsets into the scratch, and its length
 };
+// Each part starts at a multiple of 4 elements (16 bytes in float32, 32 in float64), so that the
+// CUDA kernels that read them may use 16-byte vector loads (fc_xy_sum_kernel).
+constexpr int64_t fc_scratch_align(int64_t at) { return (at + 3) / 4 * 4; }
 constexpr FcScratchLayout fc_scratch_layout(const FcDims& d, int64_t slabs, bool need_x, bool need_y, bool need_w) {
   FcScratchLayout l{-1, -1, -1, 0};
   if (need_w) {  // [groups, slabs, 34, C_in, C_out]
     l.w_part = l.size;
-    l.size += d.groups * slabs * d.w_size();
+    l.size = fc_scratch_align(l.size + d.groups * slabs * d.w_size());
   }
   if (need_x) {  // [3, n, 16, C_in]
     l.x_part = l.size;
@@ -85,6 +88,7 @@ constexpr FcScratchLayout fc_scratch_layout(const FcDims& d, int64_t slabs, bool
   return l;
 }
 static_assert(fc_scratch_layout(FcDims{10, 1, 10, 3, 5}, 2, true, true, true).y_part == 2 * 34 * 15 + 3 * 10 * 16 * 3 &&
+                  fc_scratch_layout(FcDims{10, 1, 10, 3, 5}, 1, true, true, true).x_part == 512 &&
                   fc_scratch_layout(FcDims{10, 1, 10, 3, 5}, 2, false, true, false).y_part == 0,
               "scratch parts in the order w, x, y, each present only when asked for");
 constexpr int64_t fc_scratch_size(const FcDims& d, int64_t slabs, bool need_x, bool need_y, bool need_w) {
