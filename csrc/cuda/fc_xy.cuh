@@ -289,8 +289,8 @@ __global__ void __launch_bounds__(kThreads, 4) fc_xy_kernel(XyArgs<T> a, TileMap
 // y_bar the same; nx or ny is 0 when that result is not asked for. V consecutive elements per
 // item: 16 bytes (V = 16 / sizeof(T)) where every pointer is 16-byte aligned (the scratch parts
 // always are, fc_scratch_layout; the results are XLA's buffers), else 1. nx and ny are multiples
-// of 16 (n * 16 * C_in, n * 16). With one scalar element per item it read at 0.8 TB/s (0.066 ms
-// of the x/y_bar backward's 1.08 at N = 20k, H200, ncu).
+// of 16 (n * 16 * C_in, n * 16). H200, ncu, N = 20k, C_in = 32: one float per item 0.066 ms,
+// 16 bytes per item 0.048; its 205 MB of traffic take 0.043 ms at the card's 4.8 TB/s.
 __device__ __forceinline__ void add_vec(float4& a, const float4& b) {
   a.x += b.x; a.y += b.y; a.z += b.z; a.w += b.w;
 }
