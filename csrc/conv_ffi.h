@@ -35,41 +35,11 @@ namespace bj {
       .Attr<int64_t>("blocks")    \
       .Attr<int64_t>("l3max")
 
-#define BJ_CONV_FWD_BINDING(bind)                                                           \
-  BJ_CONV_ATTRS(bind.Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Ret<ffi::AnyBuffer>())                                                 \
-      .Attr<int64_t>("zero_out")
+#define BJ_CONV_FWD_BINDING(bind) \
+  BJ_CONV_ATTRS(bj::buffer_rets<1>(bj::buffer_args<10>(bind))).Attr<int64_t>("zero_out")
 
-#define BJ_CONV_BWD_BINDING(bind)                                                           \
-  BJ_CONV_ATTRS(bind.Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Arg<ffi::AnyBuffer>()                                                  \
-                    .Ret<ffi::AnyBuffer>()                                                  \
-                    .Ret<ffi::AnyBuffer>()                                                  \
-                    .Ret<ffi::AnyBuffer>()                                                  \
-                    .Ret<ffi::AnyBuffer>()                                                  \
-                    .Ret<ffi::AnyBuffer>())                                                 \
-      .Attr<int64_t>("zero_x")                                                              \
-      .Attr<int64_t>("zero_w")
+#define BJ_CONV_BWD_BINDING(bind) \
+  BJ_CONV_ATTRS(bj::buffer_rets<5>(bj::buffer_args<13>(bind))).Attr<int64_t>("zero_x").Attr<int64_t>("zero_w")
 
 // Operand pointers of one conv call; a result that is not computed is null.
 template <class T> struct ConvArgs {

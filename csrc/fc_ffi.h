@@ -24,22 +24,11 @@ namespace bj {
 
 #define BJ_FC_ATTRS(bind) bind.Attr<int64_t>("c_in").Attr<int64_t>("c_out").Attr<int64_t>("groups")
 
-#define BJ_FC_BINDING(bind)                                                                            \
-  BJ_FC_ATTRS(bind.Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()) \
-      .Attr<int64_t>("public_out")                                                                   \
-      .Attr<int64_t>("tf32_passes")
+#define BJ_FC_BINDING(bind) \
+  BJ_FC_ATTRS(bj::buffer_rets<1>(bj::buffer_args<3>(bind))).Attr<int64_t>("public_out").Attr<int64_t>("tf32_passes")
 
-#define BJ_FC_BWD_BINDING(bind)                                                                    \
-  BJ_FC_ATTRS(bind.Arg<ffi::AnyBuffer>()                                                           \
-                  .Arg<ffi::AnyBuffer>()                                                           \
-                  .Arg<ffi::AnyBuffer>()                                                           \
-                  .Arg<ffi::AnyBuffer>()                                                           \
-                  .Ret<ffi::AnyBuffer>()                                                           \
-                  .Ret<ffi::AnyBuffer>()                                                           \
-                  .Ret<ffi::AnyBuffer>()                                                           \
-                  .Ret<ffi::AnyBuffer>())                                                          \
-      .Attr<int64_t>("slabs")                                                                      \
-      .Attr<int64_t>("tf32_passes")
+#define BJ_FC_BWD_BINDING(bind) \
+  BJ_FC_ATTRS(bj::buffer_rets<4>(bj::buffer_args<4>(bind))).Attr<int64_t>("slabs").Attr<int64_t>("tf32_passes")
 
 inline ffi::Error fc_dims(const ffi::AnyBuffer& y, int64_t c_in, int64_t c_out, int64_t groups, FcDims* d) {
   d->n = int64_t(y.element_count() / 16);

@@ -2,11 +2,28 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "xla/ffi/api/ffi.h"
 
 namespace bj {
 namespace ffi = xla::ffi;
+
+// bind followed by N buffer operands (buffer_args) or N buffer results (buffer_rets): the
+// handlers' long operand lists, counted instead of spelled out. Every operand and result of
+// this extension is an ffi::AnyBuffer (the handlers check dtypes themselves, so one binding
+// serves float32 and float64). N >= 1: each step returns the builder's prvalue, whose
+// move constructor is private to the FFI API.
+template <int N, class B> auto buffer_args(B&& bind) {
+  static_assert(N >= 1, "at least one operand");
+  if constexpr (N == 1) return std::move(bind).template Arg<ffi::AnyBuffer>();
+  else return buffer_args<N - 1>(std::move(bind).template Arg<ffi::AnyBuffer>());
+}
+template <int N, class B> auto buffer_rets(B&& bind) {
+  static_assert(N >= 1, "at least one result");
+  if constexpr (N == 1) return std::move(bind).template Ret<ffi::AnyBuffer>();
+  else return buffer_rets<N - 1>(std::move(bind).template Ret<ffi::AnyBuffer>());
+}
 
 // Number of rows of a buffer whose trailing axis has `width` elements (all leading dims).
 inline int64_t rows_of(const ffi::AnyBuffer& b, int64_t width) {

@@ -11,19 +11,8 @@
 
 namespace bj {
 
-#define BJ_SH_TP_BINDING(bind) \
-  bind.Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
-
-#define BJ_SH_TP_BWD_BINDING(bind)                                                          \
-  bind.Arg<ffi::AnyBuffer>()                                                                \
-      .Arg<ffi::AnyBuffer>()                                                                \
-      .Arg<ffi::AnyBuffer>()                                                                \
-      .Arg<ffi::AnyBuffer>()                                                                \
-      .Arg<ffi::AnyBuffer>()                                                                \
-      .Arg<ffi::AnyBuffer>()                                                                \
-      .Ret<ffi::AnyBuffer>()                                                                \
-      .Ret<ffi::AnyBuffer>()                                                                \
-      .Ret<ffi::AnyBuffer>()
+#define BJ_SH_TP_BINDING(bind) bj::buffer_rets<1>(bj::buffer_args<3>(bind))
+#define BJ_SH_TP_BWD_BINDING(bind) bj::buffer_rets<3>(bj::buffer_args<6>(bind))
 
 struct ShTpShape {
   int64_t ne, nn;

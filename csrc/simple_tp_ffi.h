@@ -8,9 +8,8 @@
 
 namespace bj {
 
-#define BJ_TP_SIMPLE_BINDING(bind) bind.Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
-#define BJ_TP_SIMPLE_BWD_BINDING(bind) \
-  bind.Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
+#define BJ_TP_SIMPLE_BINDING(bind) bj::buffer_rets<1>(bj::buffer_args<2>(bind))
+#define BJ_TP_SIMPLE_BWD_BINDING(bind) bj::buffer_rets<2>(bj::buffer_args<3>(bind))
 
 // Every operand [n, 16] of one float dtype; results may be empty. Returns n through rows.
 inline ffi::Error simple_tp_check(std::initializer_list<const ffi::AnyBuffer*> full,

@@ -11,25 +11,15 @@
 
 namespace bj {
 
-#define BJ_UVU_BINDING(bind)        \
-  bind.Arg<ffi::AnyBuffer>()        \
-      .Arg<ffi::AnyBuffer>()        \
-      .Arg<ffi::AnyBuffer>()        \
-      .Arg<ffi::AnyBuffer>()        \
-      .Arg<ffi::AnyBuffer>()        \
-      .Arg<ffi::AnyBuffer>()        \
-      .Arg<ffi::AnyBuffer>()        \
-      .Arg<ffi::AnyBuffer>()        \
-      .Arg<ffi::AnyBuffer>()        \
-      .Arg<ffi::AnyBuffer>()        \
-      .Ret<ffi::AnyBuffer>()        \
-      .Attr<int64_t>("role")        \
-      .Attr<int64_t>("x_width")     \
-      .Attr<int64_t>("y_width")     \
-      .Attr<int64_t>("w_width")     \
-      .Attr<int64_t>("o_width")     \
-      .Attr<int64_t>("nx")          \
-      .Attr<int64_t>("ne")          \
+#define BJ_UVU_BINDING(bind)                          \
+  bj::buffer_rets<1>(bj::buffer_args<10>(bind))       \
+      .Attr<int64_t>("role")                          \
+      .Attr<int64_t>("x_width")                       \
+      .Attr<int64_t>("y_width")                       \
+      .Attr<int64_t>("w_width")                       \
+      .Attr<int64_t>("o_width")                       \
+      .Attr<int64_t>("nx")                            \
+      .Attr<int64_t>("ne")                            \
       .Attr<int64_t>("no")
 
 struct UvuCall {
