@@ -124,28 +124,37 @@ def _mono(a, b, c, names=("x", "y", "z")):
 def render_sh_header(paths):
     out = [HEADER, "#pragma once", '#include "kernels/hd.h"', "", "namespace bj {", "",
            "// e3nn's spherical harmonics (component normalisation) as polynomials of the raw",
-           "// vector: sh_poly<L> writes Y[0 .. (L+1)^2); sh_poly_grad<L> writes dY[k][0..2].", ""]
-    for L in range(4):
-        n = (L + 1) ** 2
-        out.append(f"template <class T> BJ_HD void sh_poly_{L}(T x, T y, T z, T* Y) {{")
+           "// vector: sh_poly<L> writes Y[0 .. (L+1)^2); sh_poly_grad<L> writes dY[k][0..2].",
+           "// One block per degree l <= L, each component written once.", ""]
+
+    def value(k):
+        return " + ".join(f"T({f17(c)})*{_mono(*m)}" for m, c in paths.SH_MONOMIALS[k])
+
+    def grad(k, d):
+        terms = []
+        for m, c in paths.SH_MONOMIALS[k]:
+            if m[d] == 0:
+                continue
+            mm = list(m)
+            mm[d] -= 1
+            terms.append(f"T({f17(c * m[d])})*{_mono(*mm)}")
+        return " + ".join(terms) if terms else "T(0)"
+
+    def function(signature, lines_of):
+        out.append(f"template <int L, class T> BJ_HD void {signature} {{")
         out.append("  (void)x; (void)y; (void)z;")
-        for k in range(n):
-            expr = " + ".join(f"T({f17(c)})*{_mono(*m)}" for m, c in paths.SH_MONOMIALS[k])
-            out.append(f"  Y[{k}] = {expr};")
-        out += ["}", ""]
-        out.append(f"template <class T> BJ_HD void sh_poly_grad_{L}(T x, T y, T z, T (*dY)[3]) {{")
-        out.append("  (void)x; (void)y; (void)z;")
-        for k in range(n):
-            for d in range(3):
-                terms = []
-                for m, c in paths.SH_MONOMIALS[k]:
-                    if m[d] == 0:
-                        continue
-                    mm = list(m)
-                    mm[d] -= 1
-                    terms.append(f"T({f17(c * m[d])})*{_mono(*mm)}")
-                out.append(f"  dY[{k}][{d}] = {' + '.join(terms) if terms else 'T(0)'};")
-        out += ["}", ""]
+        for l in range(4):
+            body = [line for k in range(l * l, (l + 1) ** 2) for line in lines_of(k)]
+            if l == 0:
+                out.extend(f"  {line}" for line in body)
+            else:
+                out.append(f"  if constexpr (L >= {l}) {{")
+                out.extend(f"    {line}" for line in body)
+                out.append("  }")
+        out.extend(["}", ""])
+
+    function("sh_poly(T x, T y, T z, T* Y)", lambda k: [f"Y[{k}] = {value(k)};"])
+    function("sh_poly_grad(T x, T y, T z, T (*dY)[3])", lambda k: [f"dY[{k}][{d}] = {grad(k, d)};" for d in range(3)])
     out += ["}  // namespace bj", ""]
     return "\n".join(out)
 

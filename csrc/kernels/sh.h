@@ -15,20 +15,6 @@ template <class T> BJ_HD T rsqrt_guarded(T r2) {
   return r2 == T(0) ? T(1) : T(1) / sqrt(r2);
 }
 
-template <int L, class T> BJ_HD void sh_poly(T x, T y, T z, T* Y) {
-  if constexpr (L == 0) sh_poly_0(x, y, z, Y);
-  if constexpr (L == 1) sh_poly_1(x, y, z, Y);
-  if constexpr (L == 2) sh_poly_2(x, y, z, Y);
-  if constexpr (L == 3) sh_poly_3(x, y, z, Y);
-}
-
-template <int L, class T> BJ_HD void sh_poly_grad(T x, T y, T z, T (*dY)[3]) {
-  if constexpr (L == 0) sh_poly_grad_0(x, y, z, dY);
-  if constexpr (L == 1) sh_poly_grad_1(x, y, z, dY);
-  if constexpr (L == 2) sh_poly_grad_2(x, y, z, dY);
-  if constexpr (L == 3) sh_poly_grad_3(x, y, z, dY);
-}
-
 // The point u where P is evaluated, and the scale s = du/dv's 1/|v| (1 where no normalisation).
 template <class T> struct ShPoint {
   T u[3];
