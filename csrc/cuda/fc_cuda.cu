@@ -34,10 +34,10 @@ namespace {
 
 // The FFI attribute tf32_passes (fc.py, from precision): 0, or the float32 engine's tensor-core
 // passes, 1 (TF32) or 3 (3xTF32).
-// Null (an absent result) counts as aligned.
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 bool valid_tf32_passes(int64_t passes) { return passes == 0 || passes == 1 || passes == 3; }
+
+// Whether p allows 16-byte vector access; null (an absent result) counts as aligned.
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // f(kTc) with kTc a std::integral_constant<int, passes> for a valid tf32_passes: 0 FMA thread
 // tiles, 1 TF32, 3 3xTF32 in float32; float64 always runs DMMA (kTc 0, so no fp64 TF32 kernels
