@@ -79,11 +79,11 @@ constexpr FcScratchLayout fc_scratch_layout(const FcDims& d, int64_t slabs, bool
   }
   if (need_x) {  // [3, n, 16, C_in]
     l.x_part = l.size;
-    l.size += 3 * d.n * 16 * d.c_in;
+    l.size = fc_scratch_align(l.size + 3 * d.n * 16 * d.c_in);
   }
   if (need_y) {  // [3, n, 16]
     l.y_part = l.size;
-    l.size += 3 * d.n * 16;
+    l.size = fc_scratch_align(l.size + 3 * d.n * 16);
   }
   return l;
 }
